@@ -1,0 +1,7 @@
+"""`python -m bench` is the `xbench` command."""
+
+import sys
+
+from bench.cli import main
+
+sys.exit(main())

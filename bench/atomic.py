@@ -1,0 +1,78 @@
+"""Atomic file writes: a reader sees the old file or the complete new one, never a part.
+
+Each write goes to a hidden temporary file in the destination folder, is flushed
+and fsynced, then renamed over the destination (``os.replace`` is atomic on
+POSIX and Windows within one file system). A process killed mid-write leaves at
+most a ``.*.tmp-*`` file, which ``remove_stale_temporaries`` cleans up.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+TMP_MARK = ".tmp-"
+
+
+@contextlib.contextmanager
+def atomic_path(dest: Path) -> Iterator[Path]:
+    """Yield a temporary path next to ``dest``; on success it replaces ``dest``."""
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}{TMP_MARK}{os.getpid()}")
+    try:
+        yield tmp
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, dest)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_bytes(dest: Path, data: bytes) -> None:
+    with atomic_path(dest) as tmp:
+        tmp.write_bytes(data)
+
+
+def write_text(dest: Path, text: str) -> None:
+    write_bytes(dest, text.encode("utf-8"))
+
+
+def write_json(dest: Path, obj: Any) -> None:
+    write_text(dest, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def write_with(dest: Path, writer: Callable[[Path], None]) -> None:
+    """Atomically create ``dest`` with ``writer(tmp_path)`` (e.g. torch.save, pyarrow)."""
+    with atomic_path(dest) as tmp:
+        writer(tmp)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temporaries(folder: Path) -> int:
+    """Delete temporaries that dead processes left in ``folder``; returns how many."""
+    if not folder.is_dir():
+        return 0
+    removed = 0
+    for path in folder.glob(f".*{TMP_MARK}*"):
+        pid = path.name.rsplit(TMP_MARK, 1)[1]
+        if pid.isdigit() and int(pid) != os.getpid() and _alive(int(pid)):
+            continue  # another live process is writing it
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+            removed += 1
+    return removed

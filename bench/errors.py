@@ -1,0 +1,47 @@
+"""User-facing errors: each names where the problem is, what it is, and how to fix it.
+
+The CLI prints an ``XbenchError`` as one paragraph and exits with code 2 (no
+traceback unless ``--debug``). Anything else that escapes is a bug in xbench.
+"""
+
+from __future__ import annotations
+
+
+class XbenchError(Exception):
+    """A problem with the user's input or environment that the user can fix.
+
+    ``where`` names the file (and line) or object, ``field`` the setting at fault,
+    ``fix`` what would make it work.
+    """
+
+    exit_code = 2
+
+    def __init__(self, problem: str, *, where: str | None = None, field: str | None = None, fix: str | None = None):
+        self.problem = problem
+        self.where = where
+        self.field = field
+        self.fix = fix
+        super().__init__(self.render())
+
+    def render(self) -> str:
+        head = ""
+        if self.where:
+            head += f"{self.where}: "
+        if self.field:
+            head += f"field `{self.field}`: "
+        text = head + self.problem.rstrip(".") + "."
+        if self.fix:
+            text += f" Fix: {self.fix.rstrip('.')}."
+        return text
+
+
+class ConfigError(XbenchError):
+    """The suite file is malformed or names something that does not exist."""
+
+
+class DataError(XbenchError):
+    """A dataset, checkpoint or cache on disk is missing or unreadable."""
+
+
+class OutputError(XbenchError):
+    """The output location cannot be written."""

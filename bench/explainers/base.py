@@ -1,0 +1,79 @@
+"""The explainer contract: (model, images, targets) -> (N, 1, H, W) float32 attributions."""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from collections.abc import Sequence
+from typing import ClassVar, Literal
+
+import torch
+from pydantic import Field
+
+from bench.component import Component, Params
+from bench.types import LoadedModel, Passes
+
+Reduction = Literal["sum", "abs_sum", "l2", "max_abs", "mean"]
+
+
+class ReduceFields(Params):
+    """How per-channel attributions become one map; recorded with every result."""
+
+    reduce: Reduction = Field("sum", description="channel reduction: sum|abs_sum|l2|max_abs|mean")
+
+
+def reduce_channels(attr: torch.Tensor, how: Reduction) -> torch.Tensor:
+    """(N, C, H, W) -> (N, 1, H, W) by the named reduction over channels."""
+    if how == "sum":
+        return attr.sum(1, keepdim=True)
+    if how == "abs_sum":
+        return attr.abs().sum(1, keepdim=True)
+    if how == "l2":
+        return attr.pow(2).sum(1, keepdim=True).sqrt()
+    if how == "max_abs":
+        return attr.abs().amax(1, keepdim=True)
+    if how == "mean":
+        return attr.mean(1, keepdim=True)
+    raise ValueError(f"unknown channel reduction {how!r}")
+
+
+class Explainer(Component):
+    """Attributes a model's target output to the input pixels.
+
+    Subclasses implement ``attribute``; ``explain`` checks the contract.
+    ``requires`` names model capabilities the method needs ("gradients",
+    "spatial_layer"); ``deterministic`` is False for methods that draw random
+    numbers (they must draw them from the per-sample ``seeds``).
+    """
+
+    requires: ClassVar[frozenset[str]] = frozenset()
+    deterministic: ClassVar[bool] = True
+
+    def supports(self, model: LoadedModel) -> str | None:
+        """None when the method applies to ``model``, else the reason it does not."""
+        if "spatial_layer" in self.requires:
+            layer = getattr(self.params, "layer", None) or model.spec.target_layer
+            if layer is None:
+                return "the model declares no spatial layer for CAM methods; set params.layer"
+        return None
+
+    def passes(self) -> Passes:
+        """Model passes per image (estimate for `xbench validate`)."""
+        return Passes(1, 1)
+
+    @abstractmethod
+    def attribute(
+        self, model: LoadedModel, x: torch.Tensor, target: torch.Tensor, seeds: Sequence[int]
+    ) -> torch.Tensor:
+        """Attributions for ``x`` (N, C, H, W) towards ``target`` (N,): (N, 1, H, W)."""
+
+    def explain(
+        self, model: LoadedModel, x: torch.Tensor, target: torch.Tensor, seeds: Sequence[int] | None = None
+    ) -> torch.Tensor:
+        """``attribute`` with the contract enforced: (N, 1, H, W) float32 on x's device, detached."""
+        if seeds is None:
+            seeds = list(range(len(x)))
+        out = self.attribute(model, x, target, seeds)
+        expected = (x.shape[0], 1, *x.shape[-2:])
+        if tuple(out.shape) != expected:
+            raise RuntimeError(f"{self.name} returned attributions of shape {tuple(out.shape)}, expected {expected}")
+        return out.detach().to(device=x.device, dtype=torch.float32)

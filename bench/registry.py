@@ -1,0 +1,124 @@
+"""One generic registry for datasets, models, explainers and metrics.
+
+Components register either eagerly with a decorator::
+
+    @EXPLAINERS.register("my_method")
+    class MyMethod(Explainer): ...
+
+or lazily by import path, so that ``xbench validate`` and ``xbench list`` do not
+import heavy optional dependencies until a component is actually needed::
+
+    EXPLAINERS.register_lazy("saliency", "bench.explainers.gradient:Saliency")
+
+Third-party packages can add components through the ``xbench.plugins`` entry
+point group: each entry point is a module that is imported (and registers its
+components with the decorators) the first time any registry is asked for names.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+from collections.abc import Callable, Iterator
+from importlib.metadata import entry_points
+from typing import Generic, TypeVar
+
+from bench.errors import ConfigError
+
+T = TypeVar("T")
+
+_PLUGINS_LOADED = False
+
+
+def _load_plugins() -> None:
+    """Import every module advertised under the ``xbench.plugins`` entry point group once."""
+    global _PLUGINS_LOADED
+    if _PLUGINS_LOADED:
+        return
+    _PLUGINS_LOADED = True
+    for ep in entry_points(group="xbench.plugins"):
+        ep.load()
+
+
+class Registry(Generic[T]):
+    """Maps component names to classes, importing lazily registered ones on first use."""
+
+    def __init__(self, kind: str):
+        self.kind = kind  # "dataset", "model", "explainer", "metric": used in messages
+        self._classes: dict[str, type[T]] = {}
+        self._lazy: dict[str, str] = {}
+
+    def register(self, name: str) -> Callable[[type[T]], type[T]]:
+        """Class decorator: register ``cls`` under ``name`` and set ``cls.name``."""
+
+        def decorate(cls: type[T]) -> type[T]:
+            self._check_free(name)
+            cls.name = name  # type: ignore[attr-defined]
+            self._classes[name] = cls
+            return cls
+
+        return decorate
+
+    def register_lazy(self, name: str, target: str) -> None:
+        """Register ``"package.module:ClassName"`` under ``name`` without importing it."""
+        self._check_free(name)
+        if ":" not in target:
+            raise ValueError(f"lazy target must look like 'module:attr', got {target!r}")
+        self._lazy[name] = target
+
+    def _check_free(self, name: str) -> None:
+        if name in self._classes or name in self._lazy:
+            raise ValueError(f"{self.kind} {name!r} is already registered")
+
+    def names(self) -> list[str]:
+        _load_plugins()
+        return sorted(set(self._classes) | set(self._lazy))
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and name in self.names()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names())
+
+    def suggest(self, name: str) -> list[str]:
+        """Registered names close to ``name`` (for did-you-mean messages)."""
+        names = self.names()
+        close = difflib.get_close_matches(name, names, n=3, cutoff=0.5)
+        lowered = [n for n in names if name.lower() in n.lower() and n not in close]
+        return close + lowered[: 3 - len(close)]
+
+    def get(self, name: str, *, where: str | None = None, field: str | None = None) -> type[T]:
+        """The class registered as ``name``; a ConfigError with suggestions when unknown."""
+        _load_plugins()
+        if name in self._classes:
+            return self._classes[name]
+        if name in self._lazy:
+            module_name, attr = self._lazy[name].split(":")
+            cls = getattr(importlib.import_module(module_name), attr)
+            cls.name = name
+            self._classes[name] = cls
+            del self._lazy[name]
+            return cls
+        hints = self.suggest(name)
+        fix = f"did you mean {' or '.join(repr(h) for h in hints)}?" if hints else ""
+        fix += f" Run `xbench list` to see every {self.kind}" if fix else f"run `xbench list` to see every {self.kind}"
+        raise ConfigError(f"unknown {self.kind} {name!r}", where=where, field=field, fix=fix)
+
+
+DATASETS: Registry = Registry("dataset")
+MODELS: Registry = Registry("model")
+EXPLAINERS: Registry = Registry("explainer")
+METRICS: Registry = Registry("metric")
+
+REGISTRIES: dict[str, Registry] = {
+    "datasets": DATASETS,
+    "models": MODELS,
+    "explainers": EXPLAINERS,
+    "metrics": METRICS,
+}
+
+
+def load_builtin_components() -> None:
+    """Import the package modules that declare the built-in lazy registrations."""
+    for module in ("bench.datasets", "bench.models", "bench.explainers", "bench.metrics"):
+        importlib.import_module(module)

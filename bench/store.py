@@ -1,0 +1,226 @@
+"""The run directory: one Parquet file per cell, per-model predictions, a manifest.
+
+Layout of a run directory::
+
+    manifest.json                       resolved suite, environment, invocations, cell states
+    cells/<cell_id>.parquet             long-form results: one row per (sample, metric output)
+    curves/<cell_id>.parquet            per-sample curves (deletion/insertion) for plots
+    predictions/<dataset>__<model>.parquet   label, prediction, target, correctness per sample
+    leaderboard.md, leaderboard.parquet
+
+Every file is written atomically (temporary file + rename), the curves before
+the cell, so an interrupted run leaves only complete files and a rerun resumes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from bench import atomic
+from bench.errors import DataError, OutputError
+
+SCHEMA_VERSION = 1
+
+RESULT_SCHEMA = pa.schema(
+    [
+        ("run_id", pa.string()),
+        ("cell_id", pa.string()),
+        ("dataset", pa.string()),
+        ("model", pa.string()),
+        ("explainer", pa.string()),
+        ("explainer_name", pa.string()),
+        ("explainer_version", pa.int32()),
+        ("explainer_params", pa.string()),
+        ("metric", pa.string()),
+        ("metric_name", pa.string()),
+        ("metric_version", pa.int32()),
+        ("metric_params", pa.string()),
+        ("higher_is_better", pa.bool_()),
+        ("sample_id", pa.string()),
+        ("label", pa.int64()),
+        ("target", pa.int64()),
+        ("prediction", pa.int64()),
+        ("correct", pa.bool_()),
+        ("value", pa.float64()),
+        ("status", pa.string()),  # ok | nan | error | skipped
+        ("message", pa.string()),
+        ("seed", pa.int64()),
+    ]
+)
+
+CURVE_SCHEMA = pa.schema(
+    [
+        ("cell_id", pa.string()),
+        ("metric", pa.string()),
+        ("sample_id", pa.string()),
+        ("curve", pa.list_(pa.float32())),
+    ]
+)
+
+
+@dataclass
+class CellRows:
+    """Accumulates the rows of one cell column by column."""
+
+    constants: dict[str, Any]  # run/cell/dataset/model/explainer columns shared by every row
+    columns: dict[str, list] = field(default_factory=lambda: {f.name: [] for f in RESULT_SCHEMA})
+    curves: dict[str, list] = field(default_factory=lambda: {f.name: [] for f in CURVE_SCHEMA})
+
+    def add(
+        self, metric: dict[str, Any], sample: dict[str, Any], value: float, status: str, message: str | None
+    ) -> None:
+        row = {**self.constants, **metric, **sample, "value": value, "status": status, "message": message}
+        for name, column in self.columns.items():
+            column.append(row.get(name))
+
+    def add_curve(self, metric: str, sample_id: str, curve: list[float]) -> None:
+        self.curves["cell_id"].append(self.constants["cell_id"])
+        self.curves["metric"].append(metric)
+        self.curves["sample_id"].append(sample_id)
+        self.curves["curve"].append(curve)
+
+    def __len__(self) -> int:
+        return len(self.columns["value"])
+
+    def count(self, status: str) -> int:
+        return sum(1 for s in self.columns["status"] if s == status)
+
+    def table(self) -> pa.Table:
+        return pa.table(self.columns, schema=RESULT_SCHEMA)
+
+    def curve_table(self) -> pa.Table:
+        return pa.table(self.curves, schema=CURVE_SCHEMA)
+
+
+class RunStore:
+    """Reads and writes one run directory."""
+
+    def __init__(self, run_dir: Path):
+        self.root = Path(run_dir)
+        self.cells_dir = self.root / "cells"
+        self.curves_dir = self.root / "curves"
+        self.predictions_dir = self.root / "predictions"
+        self.manifest_path = self.root / "manifest.json"
+
+    # ------------------------------------------------------------ setup
+
+    def prepare(self) -> None:
+        """Create the folders, prove they are writable, and drop temporaries of killed runs."""
+        try:
+            for folder in (self.root, self.cells_dir, self.curves_dir, self.predictions_dir):
+                folder.mkdir(parents=True, exist_ok=True)
+            probe = self.root / f".write-probe-{os.getpid()}"
+            probe.write_bytes(b"ok")
+            probe.unlink()
+        except OSError as exc:
+            raise OutputError(
+                f"cannot write to the output directory {str(self.root)!r}: {exc.strerror or exc}",
+                field="output",
+                fix="choose a writable folder with `output:` in the suite or `--output DIR`",
+            ) from exc
+        for folder in (self.root, self.cells_dir, self.curves_dir, self.predictions_dir):
+            atomic.remove_stale_temporaries(folder)
+
+    # ------------------------------------------------------------ cells
+
+    def cell_path(self, cell_id: str) -> Path:
+        return self.cells_dir / f"{cell_id}.parquet"
+
+    def cell_metadata(self, cell_id: str) -> dict[str, Any] | None:
+        """The metadata stored with a cell file, or None when it is absent or unreadable."""
+        path = self.cell_path(cell_id)
+        if not path.exists():
+            return None
+        try:
+            meta = pq.read_schema(path).metadata or {}
+            return json.loads(meta[b"xbench"].decode())
+        except (OSError, KeyError, ValueError, pa.ArrowInvalid):
+            return None
+
+    def write_cell(self, cell_id: str, rows: CellRows, meta: dict[str, Any]) -> None:
+        """Curves first, then the cell: a present cell file means the cell is complete."""
+        if rows.curves["curve"]:
+            atomic.write_with(self.curves_dir / f"{cell_id}.parquet", lambda p: pq.write_table(rows.curve_table(), p))
+        table = rows.table().replace_schema_metadata(
+            {"xbench": json.dumps({"schema_version": SCHEMA_VERSION, **meta}, default=str)}
+        )
+        self._write(self.cell_path(cell_id), table)
+
+    def _write(self, path: Path, table: pa.Table) -> None:
+        try:
+            atomic.write_with(path, lambda p: pq.write_table(table, p))
+        except OSError as exc:
+            raise OutputError(
+                f"cannot write {path}: {exc.strerror or exc}",
+                field="output",
+                fix="free disk space or choose another output directory; files already written are intact",
+            ) from exc
+
+    def write_predictions(self, dataset: str, model: str, frame: pd.DataFrame, meta: dict[str, Any]) -> None:
+        table = pa.Table.from_pandas(frame, preserve_index=False).replace_schema_metadata(
+            {"xbench": json.dumps({"schema_version": SCHEMA_VERSION, **meta}, default=str)}
+        )
+        self._write(self.predictions_dir / f"{dataset}__{model}.parquet", table)
+
+    # ------------------------------------------------------------ manifest
+
+    def read_manifest(self) -> dict[str, Any]:
+        if not self.manifest_path.exists():
+            return {}
+        try:
+            return json.loads(self.manifest_path.read_text())
+        except (OSError, ValueError) as exc:
+            raise DataError(
+                f"the run manifest {self.manifest_path} is unreadable: {exc}", fix="delete it and rerun"
+            ) from exc
+
+    def write_manifest(self, manifest: dict[str, Any]) -> None:
+        atomic.write_json(self.manifest_path, manifest)
+
+
+# ---------------------------------------------------------------- reading results
+
+
+def _parquet_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.glob("*.parquet") if not p.name.startswith("."))
+
+
+def read_results(run_dir: Path | str) -> pd.DataFrame:
+    """All result rows of a run directory as one long-form DataFrame."""
+    run_dir = Path(run_dir)
+    cells = run_dir / "cells"
+    if not cells.is_dir():
+        raise DataError(
+            f"{run_dir} is not an xbench run directory (no cells/ folder)",
+            fix="give the folder a run wrote (the suite's `output`, by default runs/<suite name>)",
+        )
+    files = _parquet_files(cells)
+    if not files:
+        return RESULT_SCHEMA.empty_table().to_pandas()
+    tables = []
+    for path in files:
+        meta = json.loads((pq.read_schema(path).metadata or {}).get(b"xbench", b"{}"))
+        version = meta.get("schema_version", 0)
+        if version > SCHEMA_VERSION:
+            raise DataError(
+                f"{path} has results schema version {version}, newer than this xbench understands ({SCHEMA_VERSION})",
+                fix="upgrade xbench to read it",
+            )
+        tables.append(pq.read_table(path))
+    return pa.concat_tables(tables, promote_options="default").to_pandas()
+
+
+def read_predictions(run_dir: Path | str) -> pd.DataFrame:
+    """Per-sample predictions of every (dataset, model) of a run."""
+    files = _parquet_files(Path(run_dir) / "predictions")
+    if not files:
+        return pd.DataFrame()
+    return pd.concat([pq.read_table(p).to_pandas() for p in files], ignore_index=True)
