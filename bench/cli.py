@@ -48,17 +48,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_validate(args: argparse.Namespace) -> int:
     from bench.config import load_suite
     from bench.plan import build_plan, estimate
+    from bench.preflight import preflight
 
     suite = load_suite(args.suite)
-    for dataset in suite.datasets.values():
-        dataset.check()
-    for key, source in suite.models.items():
-        for dataset in suite.datasets.values():
-            try:
-                source.check(dataset)
-            except XbenchError as exc:
-                exc.where = exc.where or f"{suite.path}: model {key!r}"
-                raise
+    preflight(suite)
     cells = build_plan(suite)
     estimates = estimate(suite, cells)
     rows = [

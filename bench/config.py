@@ -118,6 +118,19 @@ class Suite:
     path: Path
     config: SuiteConfig
     components: dict[str, dict[str, Any]] = field(default_factory=dict)  # section -> key -> component
+    lines: dict[tuple, int] = field(default_factory=dict)  # YAML path -> line, for error messages
+
+    def locate(self, section: str, key: str | None = None, *fields: str) -> tuple[str, str]:
+        """(file:line, dotted field) of a setting: of the entry ``key`` in ``section`` and its
+        ``params`` fields when ``key`` is given, else of the top-level ``section`` setting."""
+        if key is None:
+            loc: tuple = (section,)
+        else:
+            index = [ref.key for ref in getattr(self.config, section)].index(key)
+            loc = (section, index, "params", *fields) if fields else (section, index)
+        known = next(loc[:i] for i in range(len(loc), -1, -1) if loc[:i] in self.lines or i == 0)
+        line = self.lines.get(known)
+        return (f"{self.path}:{line}" if line else str(self.path)), _dotted(loc)
 
     @property
     def name(self) -> str:
@@ -268,7 +281,7 @@ def _to_config_error(
             owner = _model_at(model, loc[:-1])
             allowed = sorted(owner.model_fields) if owner else []
             close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
-            fix = (f"did you mean {close[0]!r}? " if close else "") + (
+            fix = (f"did you mean {close[0]!r}? Otherwise " if close else "") + (
                 f"remove it; allowed keys here: {', '.join(allowed)}" if allowed else "remove it"
             )
             problem = f"unknown key {loc[-1]!r}"
@@ -313,7 +326,7 @@ def load_suite(path: str | Path) -> Suite:
     path = Path(path)
     config, lines = parse_suite(path)
     load_builtin_components()
-    suite = Suite(path=path, config=config)
+    suite = Suite(path=path, config=config, lines=lines)
     for section in SECTIONS:
         registry = REGISTRIES[section]
         built: dict[str, Any] = {}

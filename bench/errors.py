@@ -21,7 +21,10 @@ class XbenchError(Exception):
         self.where = where
         self.field = field
         self.fix = fix
-        super().__init__(self.render())
+        super().__init__(problem)
+
+    def __str__(self) -> str:
+        return self.render()
 
     def render(self) -> str:
         head = ""

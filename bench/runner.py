@@ -33,6 +33,7 @@ from bench.explainers.base import Explainer
 from bench.metrics.base import Metric, MetricInput, output_name
 from bench.models.base import ModelContext
 from bench.plan import Cell, build_plan
+from bench.preflight import preflight
 from bench.seeding import sample_seeds
 from bench.store import SCHEMA_VERSION, CellRows, RunStore
 from bench.types import Batch, LoadedModel, SampleRef
@@ -125,8 +126,7 @@ class Runner:
 
     def run(self) -> RunResult:
         cells = build_plan(self.suite)
-        for dataset in self.suite.datasets.values():
-            dataset.check()
+        preflight(self.suite, self.options.output, keep_output=True)
         self.store.prepare()
         manifest = self._start_manifest(cells)
         result = RunResult(self.run_dir)

@@ -1,0 +1,69 @@
+"""Checks that touch the disk before any work: data roots, model/data pairings, output.
+
+Errors raised by components name only their own field (``root``); here they
+are re-pointed at the suite file's line and the full field path
+(``datasets[0].params.root``) so that the message says where to fix it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+from bench.config import Suite
+from bench.errors import OutputError, XbenchError
+
+
+def _relocate(exc: XbenchError, suite: Suite, section: str, key: str) -> XbenchError:
+    fields = (exc.field,) if exc.field and exc.field not in ("models", "output") else ()
+    exc.where, exc.field = suite.locate(section, key, *fields)
+    return exc
+
+
+def check_output(run_dir: Path, suite: Suite, from_cli: bool, keep: bool) -> None:
+    """Prove ``run_dir`` can be created and written (creating it; removed again unless ``keep``)."""
+    created: list[Path] = []
+    probe = run_dir / f".write-probe-{os.getpid()}"
+    try:
+        for folder in reversed([run_dir, *run_dir.parents]):
+            if not folder.exists():
+                folder.mkdir()
+                created.append(folder)
+        probe.write_bytes(b"ok")
+        probe.unlink()
+    except OSError as exc:
+        where, field = ("command line", "--output") if from_cli else suite.locate("output")
+        raise OutputError(
+            f"cannot write to the output directory {str(run_dir)!r}: {exc.strerror or exc}",
+            where=where,
+            field=field,
+            fix="choose a writable folder with `output:` in the suite or `--output DIR`",
+        ) from exc
+    finally:
+        if not keep:
+            for folder in reversed(created):
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
+
+
+def preflight(suite: Suite, output: Path | None = None, keep_output: bool = False) -> Path:
+    """Run every cheap on-disk check of ``suite``; returns the run directory."""
+    for key, dataset in suite.datasets.items():
+        try:
+            dataset.check()
+        except XbenchError as exc:
+            raise _relocate(exc, suite, "datasets", key) from None
+    for model_key, model in suite.models.items():
+        for data_key, dataset in suite.datasets.items():
+            if any(
+                rule.matches(data_key, model_key, "") and rule.explainer in (None, "*") for rule in suite.config.exclude
+            ):
+                continue
+            try:
+                model.check(dataset)
+            except XbenchError as exc:
+                raise _relocate(exc, suite, "models", model_key) from None
+    run_dir = Path(output) if output else suite.output_dir
+    check_output(run_dir, suite, from_cli=output is not None, keep=keep_output)
+    return run_dir

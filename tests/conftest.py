@@ -1,0 +1,71 @@
+"""Shared fixtures: an isolated model cache, tiny suites, and one quickstart run per session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Trained models go to a per-session cache unless XBENCH_CACHE is set (then it is reused)."""
+    if os.environ.get("XBENCH_CACHE"):
+        return Path(os.environ["XBENCH_CACHE"])
+    path = tmp_path_factory.mktemp("xbench-cache")
+    os.environ["XBENCH_CACHE"] = str(path)
+    return path
+
+
+TINY_DATA = {"name": "synthetic", "params": {"size": 32, "train_size": 1200, "test_size": 200}}
+TINY_MODEL = {"name": "small_cnn", "params": {"widths": [8, 16, 32], "epochs": 3}}
+
+
+def tiny_suite(**overrides: Any) -> dict[str, Any]:
+    """A suite that runs in seconds: 32x32 shapes, a 3-block CNN trained for 3 epochs."""
+    suite: dict[str, Any] = {
+        "name": "tiny",
+        "seed": 0,
+        "samples": 16,
+        "batch_size": 8,
+        "device": "cpu",
+        "warmup": False,
+        "datasets": [TINY_DATA],
+        "models": [TINY_MODEL],
+        "explainers": ["saliency", "gradcam", "random"],
+        "metrics": [
+            {"name": "deletion", "params": {"steps": 8, "baseline": "mean"}},
+            {"name": "insertion", "params": {"steps": 8}},
+            {"name": "iou", "params": {"threshold": "mask_size"}},
+            "runtime",
+        ],
+    }
+    suite.update(overrides)
+    return suite
+
+
+def write_suite(folder: Path, suite: dict[str, Any], name: str = "suite.yaml") -> Path:
+    path = folder / name
+    path.write_text(yaml.safe_dump(suite, sort_keys=False))
+    return path
+
+
+@pytest.fixture
+def suite_file(tmp_path: Path):
+    """Factory: write a tiny suite (with overrides) into tmp_path and return its path."""
+
+    def make(**overrides: Any) -> Path:
+        suite = tiny_suite(**overrides)
+        suite.setdefault("output", str(tmp_path / "run"))
+        return write_suite(tmp_path, suite)
+
+    return make

@@ -1,0 +1,48 @@
+"""Acceptance: the quickstart suite on the embedded benchmark, as the README runs it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from bench.cli import main
+from tests.conftest import ROOT
+
+
+@pytest.fixture(scope="module")
+def quickstart(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("quickstart") / "run"
+    assert main(["run", str(ROOT / "suites" / "quickstart.yaml"), "--output", str(out), "--no-progress"]) == 0
+    return out
+
+
+def test_model_reaches_95_percent_and_the_run_records_it(quickstart: Path) -> None:
+    manifest = json.loads((quickstart / "manifest.json").read_text())
+    model = manifest["models"]["synthetic/small_cnn"]
+    assert model["test_accuracy"] >= 0.95 and model["test_images"] == 1000
+    assert model["accuracy"] >= 0.95 and model["n"] == 200
+
+
+@pytest.mark.parametrize("explainer", ["gradcam", "integrated_gradients"])
+@pytest.mark.parametrize("metric", ["deletion", "insertion", "iou"])
+def test_real_explainers_beat_the_random_control(quickstart: Path, explainer: str, metric: str) -> None:
+    """Non-overlapping 95 % bootstrap intervals, in the metric's direction."""
+    board = pd.read_parquet(quickstart / "leaderboard.parquet").set_index(["explainer", "metric"])
+    real, control = board.loc[(explainer, metric)], board.loc[("random", metric)]
+    assert real["n"] == control["n"] == 200
+    if real["higher_is_better"]:
+        assert real["ci_low"] > control["ci_high"]
+    else:
+        assert real["ci_high"] < control["ci_low"]
+
+
+def test_leaderboard_ranks_every_explainer_on_every_metric(quickstart: Path) -> None:
+    board = pd.read_parquet(quickstart / "leaderboard.parquet")
+    assert len(board) == 4 * 4 and (board["n_error"] == 0).all()
+    for metric, part in board.groupby("metric"):
+        assert sorted(part["rank"]) == [1, 2, 3, 4], metric
+    text = (quickstart / "leaderboard.md").read_text()
+    assert "### deletion (lower is better)" in text and "95% CI" in text
