@@ -89,7 +89,12 @@ class SuiteConfig(Strict):
     batch_size: int = Field(32, ge=1, le=65536, description="images explained per batch")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto = cuda when available, else cpu")
     output: str | None = Field(None, description="run directory (default: runs/<suite name>)")
-    target: Literal["label", "predicted"] = Field("label", description="explain the true class or the predicted one")
+    target: Literal["auto", "label", "mapped", "predicted"] = Field(
+        "auto",
+        description="output to explain: label (dataset class), mapped (best model class depicting it, e.g. "
+        "ImageNet classes of a VOC class), predicted (top-1), auto (label if the model predicts the "
+        "dataset's classes, else mapped if a mapping exists, else predicted)",
+    )
     warmup: bool = Field(True, description="one untimed explain call per cell before timing starts")
     datasets: list[ComponentRef] = Field(min_length=1)
     models: list[ComponentRef] = Field(min_length=1)

@@ -15,13 +15,12 @@ import json
 import sys
 import time
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
@@ -30,6 +29,7 @@ from bench.datasets.base import Dataset, stratified_sample
 from bench.environment import environment, resolve_device
 from bench.errors import XbenchError
 from bench.explainers.base import Explainer
+from bench.group import Group, has_target, prepare_group
 from bench.metrics.base import Metric, MetricInput, output_name
 from bench.models.base import ModelContext
 from bench.plan import Cell, build_plan
@@ -37,8 +37,6 @@ from bench.preflight import preflight
 from bench.seeding import sample_seeds
 from bench.store import SCHEMA_VERSION, CellRows, RunStore
 from bench.types import Batch, LoadedModel, SampleRef
-
-BATCH_CACHE_BYTES = 1 << 30  # keep a group's images in memory up to this size
 
 
 def _now() -> str:
@@ -70,29 +68,6 @@ class RunResult:
     @property
     def ok(self) -> bool:
         return not self.failed
-
-
-@dataclass
-class Predictions:
-    """The model's view of the sampled images of one group, in sample order."""
-
-    refs: list[SampleRef]
-    prediction: torch.Tensor
-    target: torch.Tensor
-    confidence: torch.Tensor
-
-    def sample_columns(self, positions: range, seeds: list[int]) -> list[dict[str, Any]]:
-        return [
-            {
-                "sample_id": self.refs[i].id,
-                "label": self.refs[i].label,
-                "target": int(self.target[i]),
-                "prediction": int(self.prediction[i]),
-                "correct": bool(self.prediction[i] == self.refs[i].label),
-                "seed": seeds[j],
-            }
-            for j, i in enumerate(positions)
-        ]
 
 
 def timed(fn: Callable[[], torch.Tensor], device: torch.device) -> tuple[torch.Tensor, float]:
@@ -178,6 +153,7 @@ class Runner:
         return self._refs[dk]
 
     def _n_batches(self, dk: str) -> int:
+        """Batches of a dataset's sample (an estimate for the progress bar: unreadable images shorten it)."""
         return -(-len(self._sample_refs(dk)) // self.cfg.batch_size)
 
     # ------------------------------------------------------------ manifest
@@ -212,91 +188,51 @@ class Runner:
     def _run_group(self, dk: str, mk: str, cells: list[Cell], result: RunResult, manifest: dict, bar: tqdm) -> None:
         dataset: Dataset = self.suite.datasets[dk]
         refs = self._sample_refs(dk)
-        seeds = sample_seeds(self.cfg.seed, [r.id for r in refs])
+        seeds = dict(zip([r.id for r in refs], sample_seeds(self.cfg.seed, [r.id for r in refs]), strict=True))
         try:
             self.suite.models[mk].check(dataset)
             model = self.suite.models[mk].load(ModelContext(dataset=dataset, device=self.device, log=self.log))
-            batches = self._batches(dataset, refs, model)
-            preds = self._predict(model, batches, refs)
+            group = prepare_group(
+                dataset,
+                model,
+                refs,
+                seeds,
+                target_rule=self.cfg.target,
+                batch_size=self.cfg.batch_size,
+                device=self.device,
+            )
         except Exception as exc:  # noqa: BLE001 - a broken model fails its cells, not the run
             message = _error_text(exc)
             self.log(f"{dk}/{mk}: cannot prepare the model: {message}")
+            samples = [{"sample_id": r.id, "label": r.label, "seed": seeds[r.id]} for r in refs]
             for cell in cells:
                 rows = self._rows(cell)
                 for metric_key in cell.metrics:
-                    for sample in [
-                        {"sample_id": r.id, "label": r.label, "seed": s} for r, s in zip(refs, seeds, strict=True)
-                    ]:
+                    for sample in samples:
                         self._add_error(rows, metric_key, sample, message)
                 self._finish_cell(cell, rows, result, manifest, seconds=0.0)
                 bar.update(self._n_batches(dk))
             return
-        self._record_model(dk, mk, model, preds, manifest)
+        self._record_group(dk, mk, group, manifest)
         for cell in cells:
-            self._run_cell(cell, model, batches, preds, seeds, result, manifest, bar)
+            self._run_cell(cell, group, result, manifest, bar)
 
-    def _batches(
-        self, dataset: Dataset, refs: list[SampleRef], model: LoadedModel
-    ) -> Callable[[], Iterator[tuple[range, Batch]]]:
-        """A re-iterable source of (positions, batch) on the device; kept in memory when small."""
-        size = self.cfg.batch_size
-        split = dataset.eval_split
-        chunks = [range(i, min(i + size, len(refs))) for i in range(0, len(refs), size)]
-        cache: list[Batch] = []
-
-        def load(positions: range) -> Batch:
-            return dataset.load([refs[i] for i in positions], split).to(self.device)
-
-        def iterate() -> Iterator[tuple[range, Batch]]:
-            if cache:
-                yield from zip(chunks, cache, strict=True)
-                return
-            loaded, nbytes = [], 0
-            for positions in chunks:
-                batch = load(positions)
-                nbytes += batch.x.element_size() * batch.x.nelement()
-                if nbytes <= BATCH_CACHE_BYTES:
-                    loaded.append(batch)
-                yield positions, batch
-            if len(loaded) == len(chunks):
-                cache.extend(loaded)
-
-        return iterate
-
-    @torch.no_grad()
-    def _predict(self, model: LoadedModel, batches: Callable, refs: list[SampleRef]) -> Predictions:
-        preds, confs = [], []
-        for _, batch in batches():
-            probs = model(batch.x).float().softmax(1)
-            conf, pred = probs.max(1)
-            preds.append(pred.cpu())
-            confs.append(conf.cpu())
-        prediction = torch.cat(preds) if preds else torch.empty(0, dtype=torch.long)
-        labels = torch.tensor([r.label for r in refs], dtype=torch.long)
-        target = prediction.clone() if self.cfg.target == "predicted" else labels
-        return Predictions(refs, prediction, target, torch.cat(confs) if confs else torch.empty(0))
-
-    def _record_model(self, dk: str, mk: str, model: LoadedModel, preds: Predictions, manifest: dict) -> None:
-        labels = torch.tensor([r.label for r in preds.refs])
-        correct = (preds.prediction == labels).float()
-        accuracy = float(correct.mean()) if len(labels) else float("nan")
-        info = {"accuracy": accuracy, "n": len(labels), **{k: v for k, v in model.info.items() if k != "key"}}
+    def _record_group(self, dk: str, mk: str, group: Group, manifest: dict) -> None:
+        """Model quality on exactly the explained images, unreadable samples, predictions table."""
+        info = {**group.quality(), **{k: v for k, v in group.model.info.items() if k != "key"}}
         manifest["models"][f"{dk}/{mk}"] = info
-        frame = pd.DataFrame(
-            {
-                "dataset": dk,
-                "model": mk,
-                "sample_id": [r.id for r in preds.refs],
-                "label": labels.numpy(),
-                "prediction": preds.prediction.numpy(),
-                "target": preds.target.numpy(),
-                "correct": correct.bool().numpy(),
-                "confidence": preds.confidence.numpy(),
-            }
-        )
-        self.store.write_predictions(dk, mk, frame, {"model_info": info})
+        if group.skipped:
+            manifest.setdefault("unreadable_samples", {})[f"{dk}/{mk}"] = group.skipped
+            self.log(f"{dk}/{mk}: skipped {len(group.skipped)} unreadable sample(s), e.g. {group.skipped[0][1]}")
+        self.store.write_predictions(dk, mk, group.predictions_frame(dk, mk), {"model_info": info})
+        self.store.write_models_table(manifest["models"])
         self.store.write_manifest(manifest)
-        self.log(f"{dk}/{mk}: accuracy {accuracy:.4f} on the {len(labels)} sampled images")
+        f1 = f", macro-F1 {info['macro_f1']:.4f}" if "macro_f1" in info else ""
+        no_target = f", {info['n_no_target']} without a target" if info["n_no_target"] else ""
+        self.log(
+            f"{dk}/{mk}: accuracy {info['accuracy']:.4f}{f1} on {info['n_scored']} of the {info['n']} sampled images "
+            f"(target rule: {group.plan.rule}{no_target})"
+        )
 
     # ------------------------------------------------------------ cells
 
@@ -330,45 +266,45 @@ class Runner:
         for output in self.suite.metrics[metric_key].outputs:
             rows.add(self._metric_columns(metric_key, output), sample, float("nan"), status, message)
 
-    def _run_cell(
-        self,
-        cell: Cell,
-        model: LoadedModel,
-        batches: Callable,
-        preds: Predictions,
-        seeds: list[int],
-        result: RunResult,
-        manifest: dict,
-        bar: tqdm,
-    ) -> None:
+    def _run_cell(self, cell: Cell, group: Group, result: RunResult, manifest: dict, bar: tqdm) -> None:
         explainer: Explainer = self.suite.explainers[cell.explainer]
+        model = group.model
         rows = self._rows(cell)
         bar.set_description(cell.label)
         started = time.perf_counter()
         reason = explainer.supports(model)
         fatal: str | None = None
         if reason is None and self.cfg.warmup:
-            fatal = self._warmup(explainer, model, batches, preds)
-        for positions, batch in batches():
-            samples = preds.sample_columns(positions, [seeds[i] for i in positions])
+            fatal = self._warmup(explainer, group)
+        for positions, batch in group.batches(self.device):
+            samples = group.sample_columns(positions)
             if reason is not None or fatal is not None:
                 status = "skipped" if reason is not None else "error"
                 for metric_key in cell.metrics:
                     for sample in samples:
                         self._add_error(rows, metric_key, sample, reason or fatal, status)
             else:
-                batch.target = preds.target[positions.start : positions.stop].to(self.device)
-                fatal = self._run_batch(cell, explainer, model, batch, samples, rows)
+                targeted = has_target(samples)
+                for j in sorted(set(range(len(samples))) - set(targeted)):
+                    for metric_key in cell.metrics:
+                        self._add_error(rows, metric_key, samples[j], samples[j]["no_target_reason"], "skipped")
+                if targeted:
+                    whole = len(targeted) == len(samples)
+                    sub, kept = (batch, samples) if whole else (batch.select(targeted), [samples[j] for j in targeted])
+                    fatal = self._run_batch(cell, explainer, model, sub, kept, rows)
             bar.update(1)
         self._finish_cell(cell, rows, result, manifest, seconds=time.perf_counter() - started)
 
-    def _warmup(self, explainer: Explainer, model: LoadedModel, batches: Callable, preds: Predictions) -> str | None:
+    def _warmup(self, explainer: Explainer, group: Group) -> str | None:
         """One untimed call on two images (lazy initialisation, allocator warm-up). A
         configuration error found here fails the whole cell at once."""
-        _, first = next(iter(batches()))
-        head = first.select(slice(0, 2))
+        _, first = next(iter(group.batches(self.device)))
+        targeted = has_target(group.sample_columns(range(len(first))))[:2]
+        if not targeted:
+            return None
+        head = first.select(targeted)
         try:
-            explainer.explain(model, head.x, preds.target[: len(head)].to(self.device), [0] * len(head))
+            explainer.explain(group.model, head.x, head.target, [0] * len(head))
         except XbenchError as exc:
             return _error_text(exc)
         except Exception:  # noqa: BLE001 - per-batch handling will record it precisely

@@ -6,6 +6,7 @@ Layout of a run directory::
     cells/<cell_id>.parquet             long-form results: one row per (sample, metric output)
     curves/<cell_id>.parquet            per-sample curves (deletion/insertion) for plots
     predictions/<dataset>__<model>.parquet   label, prediction, target, correctness per sample
+    models.parquet                      per (dataset, model): accuracy, macro-F1, target rule, counts
     leaderboard.md, leaderboard.parquet
 
 Every file is written atomically (temporary file + rename), the curves before
@@ -169,6 +170,16 @@ class RunStore:
             {"xbench": json.dumps({"schema_version": SCHEMA_VERSION, **meta}, default=str)}
         )
         self._write(self.predictions_dir / f"{dataset}__{model}.parquet", table)
+
+    def write_models_table(self, models: dict[str, dict[str, Any]]) -> None:
+        """models.parquet: one row per (dataset, model) with its quality on the explained images."""
+        rows = []
+        for key, info in models.items():
+            dataset, model = key.split("/", 1)
+            flat = {k: v for k, v in info.items() if isinstance(v, int | float | str | bool) or v is None}
+            rows.append({"dataset": dataset, "model": model, **flat})
+        frame = pd.DataFrame(rows)
+        self._write(self.root / "models.parquet", pa.Table.from_pandas(frame, preserve_index=False))
 
     # ------------------------------------------------------------ manifest
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -41,6 +41,11 @@ class Batch:
     mask: (N, 1, H, W) uint8 ground truth of the explained target: 1 object,
         0 background, ``VOID`` ignored; None when the dataset has no masks.
     target: (N,) int64 model output index to explain; set by the runner.
+    original_masks: per sample, the mask at the image's original resolution
+        (1, h, w) uint8 on the CPU, for datasets whose images were resized
+        (metrics with ``resolution: original`` use them); None otherwise.
+    skipped: (sample id, reason) of requested samples that could not be read
+        (a corrupt image, a mask of the wrong size); they are not in the batch.
     """
 
     x: torch.Tensor
@@ -48,6 +53,8 @@ class Batch:
     ids: list[str]
     mask: torch.Tensor | None = None
     target: torch.Tensor | None = None
+    original_masks: list[torch.Tensor] | None = None
+    skipped: list[tuple[str, str]] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -70,12 +77,17 @@ class Batch:
             positions = torch.as_tensor(index, dtype=torch.long).cpu()
             pick = lambda t: t[positions.to(t.device)]  # noqa: E731
             ids = [self.ids[i] for i in positions.tolist()]
+        originals = None
+        if self.original_masks is not None:
+            positions_list = list(range(len(self.ids)))[index] if isinstance(index, slice) else positions.tolist()
+            originals = [self.original_masks[i] for i in positions_list]
         return Batch(
             x=pick(self.x),
             label=pick(self.label),
             ids=ids,
             mask=None if self.mask is None else pick(self.mask),
             target=None if self.target is None else pick(self.target),
+            original_masks=originals,
         )
 
 
@@ -90,10 +102,14 @@ class ModelSpec:
 
     num_classes: int
     class_names: tuple[str, ...] = ()
+    label_space: str = ""  # e.g. "imagenet1k": datasets map their classes into it (see Dataset.class_sets)
     input_size: tuple[int, int] | None = None  # resize inside the model; None = as given
     mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
     std: tuple[float, float, float] = (1.0, 1.0, 1.0)
     target_layer: str | None = None  # default layer for CAM methods (a named_modules() path)
+    cam_format: Literal["nchw", "nhwc", "tokens"] = "nchw"  # layout of that layer's output
+    token_grid: tuple[int, int] | None = None  # tokens: the patch grid (h, w) the tokens come from
+    prefix_tokens: int = 0  # tokens: leading non-patch tokens (ViT's class token) to drop
 
 
 @dataclass

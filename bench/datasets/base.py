@@ -20,6 +20,7 @@ class Dataset(Component):
     """
 
     has_masks: ClassVar[bool] = False
+    variable_size: ClassVar[bool] = False  # images differ in size: load() resizes to the model's input
 
     @property
     @abstractmethod
@@ -45,6 +46,14 @@ class Dataset(Component):
     @abstractmethod
     def load(self, refs: Sequence[SampleRef], split: str, image_size: tuple[int, int] | None = None) -> Batch:
         """Images (and masks) of ``refs`` as a CPU Batch; resized to ``image_size`` when given."""
+
+    def class_sets(self, label_space: str) -> list[tuple[int, ...]] | None:
+        """For each class of this dataset, the output indices of a model of ``label_space``
+        (e.g. "imagenet1k") that depict it; None when no mapping exists. An empty tuple
+        means the class has no counterpart there (VOC's person in ImageNet)."""
+        from bench.datasets.label_maps import class_sets
+
+        return class_sets(self.classes, label_space)
 
     def content_identity(self) -> dict[str, Any]:
         """What defines the data itself (not which split a benchmark reads): keys model caches."""

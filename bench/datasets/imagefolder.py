@@ -5,18 +5,29 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
-import torch
-import torch.nn.functional as F
-from PIL import Image
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from bench.component import Params
 from bench.datasets.base import Dataset
+from bench.datasets.image_io import IMAGE_SUFFIXES, is_image_file, load_image_batch
 from bench.errors import DataError
 from bench.types import Batch, SampleRef
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".webp", ".tif", ".tiff")
+__all__ = ["IMAGE_SUFFIXES", "ImageFolder", "ImageFolderParams", "unique_class_names"]
+
+
+def unique_class_names(names: list[str] | None) -> list[str] | None:
+    """``names`` unchanged when none is empty or repeated (labels are positions in this list)."""
+    if names is None:
+        return None
+    if not names:
+        raise ValueError("classes must name at least one class")
+    if any(not n for n in names):
+        raise ValueError("class names must not be empty")
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ValueError(f"class names repeat: {repeated}")
+    return names
 
 
 class ImageFolderParams(Params):
@@ -27,9 +38,11 @@ class ImageFolderParams(Params):
     )
     image_size: tuple[int, int] | None = Field(None, description="resize every image to (H, W); default: as stored")
 
+    validate_classes = field_validator("classes")(unique_class_names)
+
 
 class ImageFolder(Dataset):
-    """Generic labelled images in root/<class>/<image> folders (no masks)."""
+    """Generic labelled images in root/<class>/<image> folders (no masks); unreadable files are skipped."""
 
     Params = ImageFolderParams
     version = 1
@@ -79,37 +92,16 @@ class ImageFolder(Dataset):
                 )
 
     def index(self, split: str) -> list[SampleRef]:
+        """Every image as ``<class>/<file name>``, classes in label order, files sorted by name."""
         root = self._root(split)
         refs = []
         for label, cls in enumerate(self.classes):
-            files = sorted(p for p in (root / cls).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-            refs += [SampleRef(f"{cls}/{p.name}", label) for p in files]
+            files = sorted(p.name for p in (root / cls).iterdir() if p.is_file() and is_image_file(p))
+            refs += [SampleRef(f"{cls}/{name}", label) for name in files]
         return refs
 
-    def _read(self, path: Path) -> torch.Tensor:
-        try:
-            with Image.open(path) as img:
-                array = np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
-        except (OSError, ValueError) as exc:
-            raise DataError(f"cannot read image {path}: {exc}", fix="replace or delete the file") from exc
-        return torch.from_numpy(array).permute(2, 0, 1)
-
     def load(self, refs: Sequence[SampleRef], split: str, image_size: tuple[int, int] | None = None) -> Batch:
+        """The images of ``refs``; unreadable ones are left out and listed in ``Batch.skipped``."""
         root = self._root(split)
         size = image_size or self.params.image_size
-        images = []
-        for ref in refs:
-            x = self._read(root / ref.id)
-            if size is not None and tuple(x.shape[-2:]) != tuple(size):
-                x = F.interpolate(x[None], size=tuple(size), mode="bilinear", align_corners=False)[0].clamp(0, 1)
-            images.append(x)
-        shapes = {tuple(x.shape) for x in images}
-        if len(shapes) > 1:
-            raise DataError(
-                f"images under {root} differ in size {sorted(shapes)[:3]}",
-                field="image_size",
-                fix="set params.image_size so that they are resized to one size",
-            )
-        x = torch.stack(images) if images else torch.empty(0, 3, 1, 1)
-        labels = torch.tensor([r.label for r in refs], dtype=torch.long)
-        return Batch(x=x, label=labels, ids=[r.id for r in refs])
+        return load_image_batch(refs, [root / ref.id for ref in refs], size, where=root)

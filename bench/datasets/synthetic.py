@@ -6,12 +6,12 @@ from collections.abc import Sequence
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from pydantic import Field, model_validator
 
 from bench.component import Params
 from bench.datasets import shapes
 from bench.datasets.base import Dataset
+from bench.datasets.image_io import resize, resize_mask
 from bench.types import Batch, SampleRef
 
 
@@ -67,7 +67,7 @@ class Synthetic(Dataset):
         images, masks, labels = shapes.render_many(self.params.data_seed, split, indices, self.style)
         x = torch.from_numpy(images)
         mask = torch.from_numpy(masks).unsqueeze(1)
-        if image_size is not None and tuple(x.shape[-2:]) != tuple(image_size):
-            x = F.interpolate(x, size=image_size, mode="bilinear", align_corners=False).clamp(0, 1)
-            mask = F.interpolate(mask.float(), size=image_size, mode="nearest").to(torch.uint8)
+        if image_size is not None:
+            x = resize(x, image_size)
+            mask = torch.stack([resize_mask(m, tuple(image_size)) for m in mask])
         return Batch(x=x, label=torch.from_numpy(labels), ids=[r.id for r in refs], mask=mask)

@@ -58,7 +58,13 @@ class ImageClassifier(nn.Module):
 
 
 def prepare(net: nn.Module, spec: ModelSpec, device: torch.device, info: dict | None = None) -> LoadedModel:
-    """Wrap, move, switch to eval mode and freeze parameters (explainers need input gradients only)."""
+    """Wrap, move, switch to eval mode and freeze parameters (explainers need input gradients only).
+
+    In-place activations are switched off: gradient hooks (captum, CAM methods, LRP) break on them.
+    """
+    for sub in net.modules():
+        if getattr(sub, "inplace", False) is True:
+            sub.inplace = False
     module = ImageClassifier(net, spec).to(device).eval()
     for p in module.parameters():
         p.requires_grad_(False)

@@ -9,6 +9,7 @@ and data reuses them.
 
 from __future__ import annotations
 
+import torch
 from pydantic import Field
 from torch import nn
 
@@ -16,7 +17,7 @@ from bench.component import Params
 from bench.datasets.base import Dataset
 from bench.errors import ConfigError
 from bench.models.base import ModelContext, ModelSource, prepare
-from bench.models.train import TrainRecipe, train_cached
+from bench.models.finetune import TrainSpec, finetune_cached
 from bench.types import LoadedModel, ModelSpec
 
 
@@ -67,16 +68,28 @@ class SmallCNN(ModelSource):
         p = self.params
         num_classes = len(ctx.dataset.classes)
         spec = ModelSpec(num_classes=num_classes, class_names=ctx.dataset.classes, target_layer="net.0")
-        recipe = TrainRecipe(
-            epochs=p.epochs, lr=p.lr, batch_size=p.batch_size, train_samples=p.train_samples, seed=p.seed, hflip=True
+        recipe = TrainSpec(
+            optimizer="adam",
+            lr=p.lr,
+            epochs=p.epochs,
+            batch_size=p.batch_size,
+            scheduler="onecycle",
+            augment=["flip"],
+            head="keep",
+            train_samples=p.train_samples,
+            eval_samples=None,
+            seed=p.seed,
         )
-        net, info = train_cached(
-            key={"model": self.identity(), "data": ctx.dataset.content_identity(), "recipe": recipe.identity()},
-            name="small_cnn",
-            build=lambda: build_small_cnn(p.widths, num_classes),
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(p.seed)
+            net = build_small_cnn(p.widths, num_classes)
+        net, info = finetune_cached(
+            net=net,
             spec=spec,
             dataset=ctx.dataset,
-            recipe=recipe,
+            spec_train=recipe,
             ctx=ctx,
+            key={"model": self.identity()},
+            name="small_cnn",
         )
         return prepare(net, spec, ctx.device, info)
