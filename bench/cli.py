@@ -35,6 +35,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
         f"{len(result.computed)} cell(s) computed, {len(result.reused)} reused; results in {result.run_dir}/ "
         f"(leaderboard.md, cells/*.parquet)"
     )
+    unreadable = sum(len(v) for v in runner.unreadable.values())
+    if unreadable:
+        print(f"{unreadable} unreadable sample(s) were skipped (listed in {result.run_dir}/manifest.json)")
     if result.failed:
         print(
             f"{len(result.failed)} cell(s) recorded errors (status='error' rows); rerun to retry them: "
@@ -78,9 +81,51 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     bwd = sum(e.passes.backward for e in estimates)
     images = sum(e.images for e in estimates)
     print(f"\n{len(cells)} cells, {images} explained images, about {fwd:,.0f} forward and {bwd:,.0f} backward passes")
+    notes: dict[str, set[str]] = {}
     for cell in cells:
         for metric, reason in cell.dropped_metrics.items():
-            print(f"note: {cell.label} skips {metric}: {reason}")
+            notes.setdefault(reason, set()).add(metric)
+    for reason, metrics in notes.items():
+        print(f"note: {', '.join(sorted(metrics))} skipped where {reason}")
+    return EXIT_OK
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from bench.config import load_suite
+    from bench.environment import resolve_device
+    from bench.models.base import ModelContext
+    from bench.preflight import preflight
+
+    suite = load_suite(args.suite)
+    preflight(suite)
+    device = resolve_device(suite.config.device)
+    rows = []
+    for dk, dataset in suite.datasets.items():
+        if args.dataset and dk not in args.dataset:
+            continue
+        for mk, source in suite.models.items():
+            if (args.model and mk not in args.model) or not source.trains():
+                continue
+            if any(rule.matches(dk, mk, "") and rule.explainer in (None, "*") for rule in suite.config.exclude):
+                continue
+            model = source.load(ModelContext(dataset=dataset, device=device))
+            info = model.info.get("finetuned", model.info)
+            rows.append(
+                [
+                    dk,
+                    mk,
+                    "reused" if info.get("cached") else "trained",
+                    info.get("train_images"),
+                    info.get("test_accuracy"),
+                    info.get("train_seconds"),
+                    info.get("cache_dir"),
+                ]
+            )
+    if not rows:
+        print("no model of this suite trains (give a model a `train:` block, or use small_cnn / vgg13_cifar)")
+        return EXIT_OK
+    headers = ["dataset", "model", "status", "train images", "test accuracy", "train seconds", "cache"]
+    print(tabulate(rows, headers=headers, tablefmt="github"))
     return EXIT_OK
 
 
@@ -130,6 +175,12 @@ def build_parser() -> argparse.ArgumentParser:
     validate = sub.add_parser("validate", help="check a suite and print the grid it would run")
     validate.add_argument("suite")
     validate.set_defaults(func=_cmd_validate)
+
+    train = sub.add_parser("train", help="train or fine-tune the suite's models that train (cached; resumable)")
+    train.add_argument("suite")
+    train.add_argument("--model", action="append", help="only this model id (repeatable)")
+    train.add_argument("--dataset", action="append", help="only this dataset id (repeatable)")
+    train.set_defaults(func=_cmd_train)
 
     lst = sub.add_parser("list", help="list registered datasets, models, explainers and metrics")
     lst.add_argument("kind", nargs="?", choices=["datasets", "models", "explainers", "metrics"])

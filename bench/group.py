@@ -16,7 +16,8 @@ from typing import Any
 import pandas as pd
 import torch
 
-from bench.datasets.base import Dataset
+from bench.datasets.base import Dataset, stratified_sample
+from bench.seeding import stable_hash
 from bench.targets import NO_TARGET, TargetPlan, plan_targets, quality
 from bench.types import Batch, LoadedModel, SampleRef
 
@@ -38,6 +39,7 @@ class Group:
     batch_size: int
     image_size: tuple[int, int] | None
     _cache: list[tuple[range, Batch]] = field(default_factory=list)
+    _backgrounds: dict[tuple[int, int], torch.Tensor] = field(default_factory=dict)
 
     def batches(self, device: torch.device) -> Iterator[tuple[range, Batch]]:
         """(positions in ``refs``, batch on ``device`` with targets set), the same every time."""
@@ -49,6 +51,19 @@ class Group:
             positions = range(start, min(start + self.batch_size, len(self.refs)))
             batch = self.dataset.load([self.refs[i] for i in positions], self.dataset.eval_split, self.image_size)
             yield positions, self._with_target(batch.to(device), positions)
+
+    def background(self, n: int, seed: int, device: torch.device) -> torch.Tensor:
+        """``n`` reference images for SHAP-style explainers: stratified and seeded from the
+        train split (the benchmark split when there is none), at the group's image size."""
+        key = (n, seed)
+        if key not in self._backgrounds:
+            split = "train" if "train" in self.dataset.splits() else self.dataset.eval_split
+            refs = stratified_sample(self.dataset.index(split), n, stable_hash("background", seed))
+            images = []
+            for start in range(0, len(refs), 256):
+                images.append(self.dataset.load(refs[start : start + 256], split, self.image_size).x)
+            self._backgrounds[key] = torch.cat(images)
+        return self._backgrounds[key].to(device)
 
     def _with_target(self, batch: Batch, positions: range) -> Batch:
         batch.target = self.plan.target[positions.start : positions.stop].to(batch.x.device)

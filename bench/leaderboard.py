@@ -88,6 +88,8 @@ def render_markdown(summary: pd.DataFrame, accuracy: pd.DataFrame) -> str:
             parts.append("Model accuracy on the explained images:\n")
             parts.append(tabulate(rows, headers=["model", "accuracy", "n"], tablefmt="github") + "\n")
         for metric, part in by_dataset.groupby("metric", sort=True):
+            if (part["n"] == 0).all():
+                continue  # nothing measured (e.g. peak memory on a CPU)
             arrow = "higher is better" if part["higher_is_better"].iloc[0] else "lower is better"
             parts.append(f"### {metric} ({arrow})\n")
             rows = [

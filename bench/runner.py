@@ -16,7 +16,7 @@ import sys
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -25,10 +25,11 @@ import torch
 from tqdm.auto import tqdm
 
 from bench.config import Suite
+from bench.cost import PassCounter, PeakMemory
 from bench.datasets.base import Dataset, stratified_sample
 from bench.environment import environment, resolve_device
 from bench.errors import XbenchError
-from bench.explainers.base import Explainer
+from bench.explainers.base import Explainer, ExplainerContext
 from bench.group import Group, has_target, prepare_group
 from bench.metrics.base import Metric, MetricInput, output_name
 from bench.models.base import ModelContext
@@ -96,6 +97,7 @@ class Runner:
         self.device = resolve_device(self.cfg.device)
         self.log = self.options.log
         self._refs: dict[str, list[SampleRef]] = {}
+        self.unreadable: dict[str, list[tuple[str, str]]] = {}  # "dataset/model" -> (sample id, reason)
 
     # ------------------------------------------------------------ top level
 
@@ -105,7 +107,7 @@ class Runner:
         self.store.prepare()
         manifest = self._start_manifest(cells)
         result = RunResult(self.run_dir)
-        pending = [c for c in cells if self.options.force or not self._complete(c)]
+        pending = [c for c in cells if self.options.force or not self._complete(c, manifest)]
         result.reused = [c.cell_id for c in cells if c not in pending]
         if result.reused:
             self.log(f"reusing {len(result.reused)} finished cell(s) in {self.run_dir} (use --force to recompute)")
@@ -136,8 +138,12 @@ class Runner:
             groups.setdefault((cell.dataset, cell.model), []).append(cell)
         return groups
 
-    def _complete(self, cell: Cell) -> bool:
-        """A stored cell counts as done when it holds every planned metric, unchanged, and no errors."""
+    def _complete(self, cell: Cell, manifest: dict | None = None) -> bool:
+        """A stored cell counts as done when it holds every planned metric, unchanged, and no errors.
+        A sweep (one entry standing for several explainers) is done when all its variants are."""
+        if self.suite.explainers[cell.explainer].sweeps() and manifest is not None:
+            variants = manifest.get("sweeps", {}).get(cell.cell_id)
+            return bool(variants) and all(self._complete(self._variant(cell, v)) for v in variants)
         meta = self.store.cell_metadata(cell.cell_id)
         if not meta or meta.get("errors", 1) > 0:
             return False
@@ -206,7 +212,7 @@ class Runner:
             self.log(f"{dk}/{mk}: cannot prepare the model: {message}")
             samples = [{"sample_id": r.id, "label": r.label, "seed": seeds[r.id]} for r in refs]
             for cell in cells:
-                rows = self._rows(cell)
+                rows = self._rows(cell, self.suite.explainers[cell.explainer])
                 for metric_key in cell.metrics:
                     for sample in samples:
                         self._add_error(rows, metric_key, sample, message)
@@ -215,13 +221,31 @@ class Runner:
             return
         self._record_group(dk, mk, group, manifest)
         for cell in cells:
-            self._run_cell(cell, group, result, manifest, bar)
+            variants = self.suite.explainers[cell.explainer].expand(model)
+            if variants == [("", self.suite.explainers[cell.explainer])]:
+                self._run_cell(cell, self.suite.explainers[cell.explainer], group, result, manifest, bar)
+                continue
+            manifest.setdefault("sweeps", {})[cell.cell_id] = [suffix for suffix, _ in variants]
+            bar.total += group.n_batches * (len(variants) - 1)
+            for suffix, explainer in variants:
+                variant = self._variant(cell, suffix)
+                if self.options.force or not self._complete(variant):
+                    self._run_cell(variant, explainer, group, result, manifest, bar)
+                else:
+                    result.reused.append(variant.cell_id)
+                    bar.update(group.n_batches)
+
+    @staticmethod
+    def _variant(cell: Cell, suffix: str) -> Cell:
+        """The cell of one variant of a sweep (e.g. one layer of ``layer: all_conv``)."""
+        return replace(cell, explainer=f"{cell.explainer}@{suffix}", identity={**cell.identity, "variant": suffix})
 
     def _record_group(self, dk: str, mk: str, group: Group, manifest: dict) -> None:
         """Model quality on exactly the explained images, unreadable samples, predictions table."""
         info = {**group.quality(), **{k: v for k, v in group.model.info.items() if k != "key"}}
         manifest["models"][f"{dk}/{mk}"] = info
         if group.skipped:
+            self.unreadable[f"{dk}/{mk}"] = group.skipped
             manifest.setdefault("unreadable_samples", {})[f"{dk}/{mk}"] = group.skipped
             self.log(f"{dk}/{mk}: skipped {len(group.skipped)} unreadable sample(s), e.g. {group.skipped[0][1]}")
         self.store.write_predictions(dk, mk, group.predictions_frame(dk, mk), {"model_info": info})
@@ -236,8 +260,7 @@ class Runner:
 
     # ------------------------------------------------------------ cells
 
-    def _rows(self, cell: Cell) -> CellRows:
-        explainer: Explainer = self.suite.explainers[cell.explainer]
+    def _rows(self, cell: Cell, explainer: Explainer) -> CellRows:
         return CellRows(
             constants={
                 "run_id": self.run_id,
@@ -266,15 +289,18 @@ class Runner:
         for output in self.suite.metrics[metric_key].outputs:
             rows.add(self._metric_columns(metric_key, output), sample, float("nan"), status, message)
 
-    def _run_cell(self, cell: Cell, group: Group, result: RunResult, manifest: dict, bar: tqdm) -> None:
-        explainer: Explainer = self.suite.explainers[cell.explainer]
+    def _run_cell(
+        self, cell: Cell, explainer: Explainer, group: Group, result: RunResult, manifest: dict, bar: tqdm
+    ) -> None:
         model = group.model
-        rows = self._rows(cell)
+        rows = self._rows(cell, explainer)
         bar.set_description(cell.label)
         started = time.perf_counter()
         reason = explainer.supports(model)
         fatal: str | None = None
-        if reason is None and self.cfg.warmup:
+        if reason is None:
+            fatal = self._prepare_explainer(explainer, group)
+        if reason is None and fatal is None and self.cfg.warmup:
             fatal = self._warmup(explainer, group)
         for positions, batch in group.batches(self.device):
             samples = group.sample_columns(positions)
@@ -294,6 +320,21 @@ class Runner:
                     fatal = self._run_batch(cell, explainer, model, sub, kept, rows)
             bar.update(1)
         self._finish_cell(cell, rows, result, manifest, seconds=time.perf_counter() - started)
+
+    def _prepare_explainer(self, explainer: Explainer, group: Group) -> str | None:
+        """``explainer.prepare`` with this cell's context; an error text fails the cell."""
+        ctx = ExplainerContext(
+            model=group.model,
+            device=self.device,
+            seed=self.cfg.seed,
+            background=lambda n: group.background(n, self.cfg.seed, self.device),
+            log=self.log,
+        )
+        try:
+            explainer.prepare(ctx)
+        except Exception as exc:  # noqa: BLE001 - the cell fails with the reason, the run goes on
+            return _error_text(exc)
+        return None
 
     def _warmup(self, explainer: Explainer, group: Group) -> str | None:
         """One untimed call on two images (lazy initialisation, allocator warm-up). A
@@ -317,7 +358,8 @@ class Runner:
         """Explain and score one batch; returns an error text that should stop the cell, if any."""
         seeds = [s["seed"] for s in samples]
         try:
-            attr, seconds = timed(lambda: explainer.explain(model, batch.x, batch.target, seeds), self.device)
+            with PassCounter(model.module) as passes, PeakMemory(self.device) as memory:
+                attr, seconds = timed(lambda: explainer.explain(model, batch.x, batch.target, seeds), self.device)
         except Exception as exc:  # noqa: BLE001 - recorded as rows, the run goes on
             message = _error_text(exc)
             for metric_key in cell.metrics:
@@ -327,21 +369,31 @@ class Runner:
         finite = torch.isfinite(attr.flatten(1)).all(dim=1).cpu()
         keep = finite.nonzero().squeeze(1).tolist()
         bad = [i for i in range(len(samples)) if not finite[i]]
-        per_image = torch.full((len(samples),), seconds / max(len(samples), 1), dtype=torch.float64)
+        n = max(len(samples), 1)
+        per_image = {
+            name: torch.full((len(samples),), value / (n if name != "peak_memory_mb" else 1), dtype=torch.float64)
+            for name, value in (
+                ("seconds", seconds),
+                ("forward_images", passes.forward_images),
+                ("backward_images", passes.backward_images),
+                ("peak_memory_mb", memory.peak_mb),
+            )
+        }
         for metric_key in cell.metrics:
             for i in bad:
                 self._add_error(rows, metric_key, samples[i], "explainer returned non-finite attributions")
             if keep:
-                self._score(metric_key, model, batch, attr, per_image, samples, keep, rows)
+                self._score(metric_key, model, explainer, batch, attr, per_image, samples, keep, rows)
         return None
 
     def _score(
         self,
         metric_key: str,
         model: LoadedModel,
+        explainer: Explainer,
         batch: Batch,
         attr: torch.Tensor,
-        per_image: torch.Tensor,
+        per_image: dict[str, torch.Tensor],
         samples: list[dict],
         keep: list[int],
         rows: CellRows,
@@ -357,7 +409,8 @@ class Runner:
                     batch=sub,
                     attributions=attr if whole else attr[keep],
                     seeds=[s["seed"] for s in kept],
-                    seconds_per_image=per_image if whole else per_image[keep],
+                    explainer=explainer,
+                    cost={k: v if whole else v[keep] for k, v in per_image.items()},
                 )
             )
         except Exception as exc:  # noqa: BLE001 - a failing metric fails its rows only

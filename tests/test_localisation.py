@@ -96,3 +96,19 @@ def test_binarise_selects_ties_with_the_threshold() -> None:
     obj, valid = split_mask(mask, True)
     chosen = binarise(attr, obj, valid, "topk", 50)  # 2 pixels asked, the 2nd ties with the 3rd
     assert chosen.sum() == 3
+
+
+def test_original_resolution_uses_the_full_size_masks() -> None:
+    """A 4x downsampled oracle scores 1 at input resolution and close to 1 at the original size."""
+    full = torch.zeros(1, 32, 32, dtype=torch.uint8)
+    full[:, 8:24, 4:20] = 1
+    small = full[:, ::4, ::4][None]  # (1, 1, 8, 8): what the model saw
+    attr = small.float()
+    batch = batch_of(torch.zeros(1, 3, 8, 8), mask=small)
+    batch.original_masks = [full]
+    model = linear_model(torch.zeros(3, 8, 8))
+    inp = MetricInput(model=model, batch=batch, attributions=attr, seeds=[0])
+    at_input = IoU(IoU.Params(threshold="mask_size")).score(inp).values[""].item()
+    at_original = IoU(IoU.Params(threshold="mask_size", resolution="original")).score(inp).values[""].item()
+    assert at_input == pytest.approx(1.0)
+    assert 0.8 < at_original <= 1.0  # the top |mask| pixels of the upsampled map still cover the object

@@ -41,8 +41,11 @@ def test_real_explainers_beat_the_random_control(quickstart: Path, explainer: st
 
 def test_leaderboard_ranks_every_explainer_on_every_metric(quickstart: Path) -> None:
     board = pd.read_parquet(quickstart / "leaderboard.parquet")
-    assert len(board) == 4 * 4 and (board["n_error"] == 0).all()
+    board = board[board["metric"] != "runtime.peak_memory_mb"]  # measured on CUDA only
+    assert len(board) == 4 * 6 and (board["n_error"] == 0).all()
     for metric, part in board.groupby("metric"):
+        if metric in ("runtime.forward_images", "runtime.backward_images"):
+            continue  # counts tie (Saliency and Grad-CAM both need one pass of each)
         assert sorted(part["rank"]) == [1, 2, 3, 4], metric
     text = (quickstart / "leaderboard.md").read_text()
     assert "### deletion (lower is better)" in text and "95% CI" in text

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from abc import abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import ClassVar, Literal
 
 import torch
@@ -36,17 +37,48 @@ def reduce_channels(attr: torch.Tensor, how: Reduction) -> torch.Tensor:
     raise ValueError(f"unknown channel reduction {how!r}")
 
 
+@dataclass
+class ExplainerContext:
+    """What an explainer may use to prepare itself for a cell (once, before any batch).
+
+    ``background(n)`` returns ``n`` images (N, C, H, W) on ``device`` drawn
+    (stratified, seeded) from the dataset's train split, or from the benchmark
+    split when there is no train split: the reference set of SHAP-style methods.
+    """
+
+    model: LoadedModel
+    device: torch.device
+    seed: int
+    background: Callable[[int], torch.Tensor]
+    log: Callable[[str], None] = print
+
+
 class Explainer(Component):
     """Attributes a model's target output to the input pixels.
 
     Subclasses implement ``attribute``; ``explain`` checks the contract.
     ``requires`` names model capabilities the method needs ("gradients",
-    "spatial_layer"); ``deterministic`` is False for methods that draw random
-    numbers (they must draw them from the per-sample ``seeds``).
+    "spatial_layer", "vit"); ``deterministic`` is False for methods that draw
+    random numbers (they must draw them from the per-sample ``seeds``, which
+    makes them batch invariant too). ``prepare`` runs once per cell before any
+    batch; ``expand`` turns one configured explainer into several (a layer
+    sweep) once the model is known.
     """
 
     requires: ClassVar[frozenset[str]] = frozenset()
     deterministic: ClassVar[bool] = True
+
+    def prepare(self, ctx: ExplainerContext) -> None:
+        """Set up per-cell state (e.g. a background set). Default: nothing."""
+
+    def sweeps(self) -> bool:
+        """True when ``expand`` may return several variants (then cells are planned per variant)."""
+        return False
+
+    def expand(self, model: LoadedModel) -> list[tuple[str, Explainer]]:
+        """(suffix, explainer) pairs that this entry stands for on ``model``; the suffix names
+        the variant in results (``@net.features.3`` for a layer sweep). Default: itself."""
+        return [("", self)]
 
     def supports(self, model: LoadedModel) -> str | None:
         """None when the method applies to ``model``, else the reason it does not."""

@@ -10,6 +10,7 @@ from typing import ClassVar
 import torch
 
 from bench.component import Component
+from bench.explainers.base import Explainer
 from bench.types import Batch, Direction, LoadedModel, Passes
 
 
@@ -18,17 +19,25 @@ class MetricInput:
     """Everything a metric may look at for one batch.
 
     attributions: (N, 1, H, W) float32, finite, on the model's device.
-    seconds_per_image: (N,) explainer time per image (for runtime metrics).
     seeds: one seed per sample; metrics draw their random numbers from them.
-    explain: re-runs the cell's explainer (for stability metrics): (x, target, seeds) -> attributions.
+    explainer: the cell's (prepared) explainer, for metrics that explain again:
+        ``explainer.explain(model, x, target, seeds)`` on perturbed inputs
+        (stability) or on a randomised copy of the model (sanity checks).
+    cost: per-image cost of the explanation measured by the runner:
+        "seconds", "forward_images" and "backward_images" (model passes counted,
+        in images), "peak_memory_mb" (device memory, CUDA only): (N,) tensors.
     """
 
     model: LoadedModel
     batch: Batch
     attributions: torch.Tensor
     seeds: Sequence[int]
-    seconds_per_image: torch.Tensor | None = None
-    explain: object | None = None
+    explainer: Explainer | None = None
+    cost: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    @property
+    def seconds_per_image(self) -> torch.Tensor | None:
+        return self.cost.get("seconds")
 
 
 @dataclass

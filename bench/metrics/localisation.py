@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import ClassVar, Literal
 
 import torch
+import torch.nn.functional as F
 from pydantic import Field, model_validator
 
 from bench.component import Params
@@ -89,8 +90,30 @@ def binarise(attr: torch.Tensor, obj: torch.Tensor, valid: torch.Tensor, rule: s
     return ((flat >= thr[:, None]) & keep).view_as(attr)
 
 
-class IoUParams(ThresholdFields):
+class MaskFields(Params):
     ignore_void: bool = Field(True, description="leave void pixels (mask value 255) out of the counts")
+    resolution: Literal["input", "original"] = Field(
+        "input",
+        description="input: at the resolution the model saw; original: attribution upsampled (bilinear) to each "
+        "image's original size and compared with the original mask (datasets that resize, e.g. VOC)",
+    )
+
+
+def mask_pairs(inp: MetricInput, resolution: str) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(attribution, mask) pairs to score: the whole batch at input resolution, or one pair per
+    sample at its original resolution."""
+    if resolution == "input" or inp.batch.original_masks is None:
+        return [(inp.attributions, inp.batch.mask)]
+    pairs = []
+    for attr, mask in zip(inp.attributions, inp.batch.original_masks, strict=True):
+        size = tuple(mask.shape[-2:])
+        up = F.interpolate(attr[None], size=size, mode="bilinear", align_corners=False)
+        pairs.append((up, mask[None].to(attr.device)))
+    return pairs
+
+
+class IoUParams(ThresholdFields, MaskFields):
+    pass
 
 
 class IoU(Metric):
@@ -102,11 +125,16 @@ class IoU(Metric):
 
     def score(self, inp: MetricInput) -> Scores:
         p = self.params
-        obj, valid = split_mask(inp.batch.mask, p.ignore_void)
-        selected = binarise(inp.attributions, obj, valid, p.threshold, p.value)
+        parts = [self._iou(attr, mask) for attr, mask in mask_pairs(inp, p.resolution)]
+        iou = torch.cat(parts)
+        reasons = ["empty mask" if v != v else None for v in iou.tolist()]
+        return Scores(values={"": iou}, reasons=reasons)
+
+    def _iou(self, attr: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        p = self.params
+        obj, valid = split_mask(mask, p.ignore_void)
+        selected = binarise(attr, obj, valid, p.threshold, p.value)
         inter = (selected & obj).flatten(1).sum(1).float()
         union = (selected | obj).flatten(1).sum(1).float()
         empty = obj.flatten(1).sum(1) == 0
-        iou = torch.where(empty, torch.nan, inter / union.clamp(min=1))
-        reasons = ["empty mask" if e else None for e in empty.tolist()]
-        return Scores(values={"": iou}, reasons=reasons)
+        return torch.where(empty, torch.nan, inter / union.clamp(min=1))

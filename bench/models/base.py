@@ -80,3 +80,7 @@ class ModelSource(Component):
 
     def check(self, dataset: Dataset) -> None:
         """Raise an XbenchError before any work when this model cannot serve ``dataset``."""
+
+    def trains(self) -> bool:
+        """True when loading this model trains it first (cached after the first time)."""
+        return getattr(self.params, "train", None) is not None

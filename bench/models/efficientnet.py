@@ -37,6 +37,9 @@ def _imports() -> tuple[Any, Any]:
 
 class EfficientNetLite0Params(Params):
     weights: str = Field("imagenet", pattern="^(imagenet|none)$", description="imagenet (shipped weights) or none")
+    checkpoint: str | None = Field(None, description="fine-tuned state dict to load instead (weights_only=True)")
+    num_classes: int = Field(1000, ge=2, description="outputs of the network (of a fine-tuned checkpoint)")
+    classes: list[str] | None = Field(None, description="class names of a fine-tuned checkpoint, in output order")
     layer: str | None = Field(None, description="CAM layer override (a module path under `net.`)")
 
 
@@ -47,21 +50,29 @@ class EfficientNetLite0(ModelSource):
 
     def check(self, dataset: Dataset) -> None:
         _imports()
+        if self.params.checkpoint:
+            read_state_dict(self.params.checkpoint)
 
     def load(self, ctx: ModelContext) -> LoadedModel:
         from bench.models.zoo import _imagenet_names
 
+        p = self.params
         efficientnet, model_file = _imports()
-        net = efficientnet.from_name("efficientnet-lite0")
-        info: dict[str, Any] = {"architecture": "efficientnet_lite0", "weights": self.params.weights}
-        if self.params.weights == "imagenet":
+        net = efficientnet.from_name("efficientnet-lite0", num_classes=p.num_classes)
+        info: dict[str, Any] = {"architecture": "efficientnet_lite0", "weights": p.weights}
+        if p.checkpoint:
+            load_into(net, read_state_dict(p.checkpoint), p.checkpoint)
+            info["checkpoint"] = p.checkpoint
+        elif p.weights == "imagenet":
             path = model_file.get_model_file_path()
             load_into(net, read_state_dict(path, field="weights"), path, field="weights")
             info["weights_file"] = path
+        imagenet = p.num_classes == 1000 and not p.classes
+        names = _imagenet_names() if imagenet else tuple(p.classes or ctx.dataset.classes)
         spec = ModelSpec(
-            num_classes=1000,
-            class_names=_imagenet_names(),
-            label_space="imagenet1k",
+            num_classes=p.num_classes,
+            class_names=names,
+            label_space="imagenet1k" if imagenet else "",
             input_size=(224, 224),
             mean=(0.5, 0.5, 0.5),
             std=(0.5, 0.5, 0.5),

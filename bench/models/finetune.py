@@ -299,6 +299,7 @@ def fit(
         if sched is not None and resume.get("scheduler"):
             sched.load_state_dict(resume["scheduler"])
         gen.set_state(resume["generator"])
+        torch.set_rng_state(resume["torch_rng"])  # dropout and other global draws continue where they were
         start, history = resume["epoch"] + 1, resume["history"]
         log(f"  resuming after epoch {start}/{spec.epochs}")
     for epoch in range(start, spec.epochs):
@@ -338,6 +339,7 @@ def fit(
                     "optimizer": opt.state_dict(),
                     "scheduler": sched.state_dict() if sched is not None else None,
                     "generator": gen.get_state(),
+                    "torch_rng": torch.get_rng_state(),
                     "history": history,
                 }
             )

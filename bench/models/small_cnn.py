@@ -56,6 +56,9 @@ class SmallCNN(ModelSource):
     Params = SmallCNNParams
     version = 1
 
+    def trains(self) -> bool:
+        return True
+
     def check(self, dataset: Dataset) -> None:
         if "train" not in dataset.splits():
             raise ConfigError(

@@ -61,6 +61,9 @@ class VGG13Cifar(ModelSource):
 
     Params = VGG13CifarParams
 
+    def trains(self) -> bool:
+        return self.params.checkpoint is None
+
     def check(self, dataset: Dataset) -> None:
         if self.params.checkpoint:
             read_state_dict(self.params.checkpoint)
