@@ -26,7 +26,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from bench.runner import Runner, RunOptions
 
     suite = load_suite(args.suite)
-    options = RunOptions(output=Path(args.output) if args.output else None, force=args.force, progress=args.progress)
+    options = RunOptions(
+        output=Path(args.output) if args.output else None, run_id=args.run_id, force=args.force, progress=args.progress
+    )
     runner = Runner(suite, options)
     result = runner.run()
     _, text = build_leaderboard(result.run_dir)
@@ -149,9 +151,73 @@ def _cmd_list(args: argparse.Namespace) -> int:
 def _cmd_leaderboard(args: argparse.Namespace) -> int:
     from bench.leaderboard import build_leaderboard
 
-    _, text = build_leaderboard(Path(args.run_dir))
-    print(text)
+    _, text = build_leaderboard(Path(args.run_dir), localisation_metric=args.metric)
+    print(text if args.format == "md" else (Path(args.run_dir) / f"leaderboard.{args.format}").read_text())
     return EXIT_OK
+
+
+def _parse_tolerances(items: list[str] | None) -> dict[str, float]:
+    out = {}
+    for item in items or []:
+        metric, _, value = item.partition("=")
+        try:
+            out[metric] = float(value)
+        except ValueError:
+            raise XbenchError(
+                f"--tolerance-for {item!r} is not METRIC=NUMBER", field="--tolerance-for", fix="e.g. deletion=0.02"
+            ) from None
+    return out
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from bench.leaderboard import build_leaderboard
+    from bench.report import write_report
+
+    build_leaderboard(Path(args.run_dir))
+    path = write_report(Path(args.run_dir), args.output)
+    print(f"report written to {path} (with its PNGs beside it)")
+    return EXIT_OK
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    import shutil
+
+    from bench.leaderboard import build_leaderboard
+    from bench.store import read_results, write_results
+
+    run_dir, dest = Path(args.run_dir), Path(args.dest)
+    build_leaderboard(run_dir)
+    dest.mkdir(parents=True, exist_ok=True)
+    write_results(read_results(run_dir), dest / "results.parquet")
+    for name in ("leaderboard.md", "leaderboard.html", "leaderboard.tex", "summary.parquet", "models.parquet"):
+        if (run_dir / name).exists():
+            shutil.copyfile(run_dir / name, dest / name)
+    print(f"exported results, summary and leaderboards of {run_dir} to {dest} (usable as a compare baseline)")
+    return EXIT_OK
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    import json
+
+    from bench.compare import compare, write_json
+    from bench.store import read_results
+
+    baseline, new = read_results(args.baseline), read_results(args.new)
+    tolerance, per_metric = 0.0, {}
+    manifest = Path(args.new) / "manifest.json"
+    if manifest.is_file():
+        settings = json.loads(manifest.read_text()).get("suite", {}).get("regression", {})
+        tolerance, per_metric = settings.get("tolerance", 0.0), dict(settings.get("tolerances", {}))
+    if args.tolerance is not None:
+        tolerance = args.tolerance
+    per_metric.update(_parse_tolerances(args.tolerance_for))
+    result = compare(baseline, new, tolerance, per_metric)
+    print(result.markdown())
+    dest = Path(args.json) if args.json else (Path(args.new) / "compare.json" if Path(args.new).is_dir() else None)
+    if dest is not None:
+        write_json(result, dest)
+        print(f"machine-readable result: {dest}")
+    return EXIT_CELL_ERRORS if result.regressions else EXIT_OK
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -163,6 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run a suite and print its leaderboard")
     run.add_argument("suite", help="suite YAML file")
     run.add_argument("--output", help="run directory (overrides the suite's `output`)")
+    run.add_argument("--run-id", help="name of this run (default: latest); runs/suite=<suite>/run=<id>")
     run.add_argument("--force", action="store_true", help="recompute cells that are already finished")
     run.add_argument(
         "--progress",
@@ -176,6 +243,24 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("suite")
     validate.set_defaults(func=_cmd_validate)
 
+    rep = sub.add_parser("report", help="write an HTML report with plots (and PNGs) for a run directory")
+    rep.add_argument("run_dir")
+    rep.add_argument("--output", help="folder for report.html and the PNGs (default: RUN_DIR/report)")
+    rep.set_defaults(func=_cmd_report)
+
+    exp = sub.add_parser("export", help="copy a run's results, summary and leaderboards to a folder (a reference)")
+    exp.add_argument("run_dir")
+    exp.add_argument("dest", help="folder to write (e.g. reports/quickstart)")
+    exp.set_defaults(func=_cmd_export)
+
+    cmp = sub.add_parser("compare", help="compare two runs; exit 1 when anything regressed (for CI)")
+    cmp.add_argument("baseline", help="baseline run directory, exported folder (reports/...) or results Parquet file")
+    cmp.add_argument("new", help="new run directory or results Parquet file")
+    cmp.add_argument("--tolerance", type=float, help="smallest |difference| that counts (default: the suite's)")
+    cmp.add_argument("--tolerance-for", action="append", metavar="METRIC=X", help="per-metric tolerance (repeatable)")
+    cmp.add_argument("--json", help="where to write the machine-readable result (default: NEW/compare.json)")
+    cmp.set_defaults(func=_cmd_compare)
+
     train = sub.add_parser("train", help="train or fine-tune the suite's models that train (cached; resumable)")
     train.add_argument("suite")
     train.add_argument("--model", action="append", help="only this model id (repeatable)")
@@ -186,8 +271,10 @@ def build_parser() -> argparse.ArgumentParser:
     lst.add_argument("kind", nargs="?", choices=["datasets", "models", "explainers", "metrics"])
     lst.set_defaults(func=_cmd_list)
 
-    board = sub.add_parser("leaderboard", help="summarise a run directory")
+    board = sub.add_parser("leaderboard", help="the leaderboards of a run directory (also written into it)")
     board.add_argument("run_dir")
+    board.add_argument("--format", choices=["md", "html", "tex"], default="md", help="what to print")
+    board.add_argument("--metric", default="iou", help="localisation metric that ranks models (default iou)")
     board.set_defaults(func=_cmd_leaderboard)
     return parser
 

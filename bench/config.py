@@ -77,6 +77,15 @@ class ExcludeRule(Strict):
         return all(pattern is None or fnmatch.fnmatchcase(value or "", pattern) for pattern, value in pairs)
 
 
+class RegressionSettings(Strict):
+    """How `xbench compare` flags regressions of runs of this suite."""
+
+    tolerance: float = Field(0.0, ge=0, description="smallest |difference| that counts, for every metric")
+    tolerances: dict[str, float] = Field(
+        default_factory=dict, description="per-metric tolerances (metric ids as in results, e.g. deletion, runtime)"
+    )
+
+
 class SuiteConfig(Strict):
     """The whole suite file."""
 
@@ -88,7 +97,7 @@ class SuiteConfig(Strict):
     )
     batch_size: int = Field(32, ge=1, le=65536, description="images explained per batch")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto = cuda when available, else cpu")
-    output: str | None = Field(None, description="run directory (default: runs/<suite name>)")
+    output: str | None = Field(None, description="run directory (default: runs/suite=<name>/run=<run id>)")
     target: Literal["auto", "label", "mapped", "predicted"] = Field(
         "auto",
         description="output to explain: label (dataset class), mapped (best model class depicting it, e.g. "
@@ -96,11 +105,17 @@ class SuiteConfig(Strict):
         "dataset's classes, else mapped if a mapping exists, else predicted)",
     )
     warmup: bool = Field(True, description="one untimed explain call per cell before timing starts")
+    gallery: int = Field(
+        8, ge=0, le=64, description="images per (dataset, model) whose attributions are kept for reports"
+    )
     datasets: list[ComponentRef] = Field(min_length=1)
     models: list[ComponentRef] = Field(min_length=1)
     explainers: list[ComponentRef] = Field(min_length=1)
     metrics: list[ComponentRef] = Field(min_length=1)
     exclude: list[ExcludeRule] = Field(default_factory=list, description="grid points to leave out")
+    regression: RegressionSettings = Field(
+        default_factory=RegressionSettings, description="tolerances of `xbench compare` for runs of this suite"
+    )
 
     @field_validator("samples")
     @classmethod
@@ -141,9 +156,22 @@ class Suite:
     def name(self) -> str:
         return self.config.name or self.path.stem
 
+    def run_location(self, output: str | Path | None = None, run_id: str | None = None) -> tuple[Path, str]:
+        """(run directory, run id). ``output`` (the command line) or the suite's ``output`` names the
+        run directory itself (the run id is then ``run_id`` or its name); by default runs go to
+        ``runs/suite=<suite>/run=<run_id>`` (run id ``latest``), a Hive-partitioned layout that
+        pandas, pyarrow and DuckDB read across suites and runs."""
+        if run_id is not None and not re.match(KEY_PATTERN, run_id):
+            raise ConfigError(f"run id {run_id!r} is not allowed", field="--run-id", fix=f"use {KEY_RULE}")
+        explicit = output or self.config.output
+        if explicit:
+            return Path(explicit), run_id or Path(explicit).resolve().name
+        rid = run_id or "latest"
+        return Path("runs") / f"suite={self.name}" / f"run={rid}", rid
+
     @property
     def output_dir(self) -> Path:
-        return Path(self.config.output) if self.config.output else Path("runs") / self.name
+        return self.run_location()[0]
 
     def refs(self, section: str) -> dict[str, ComponentRef]:
         return {ref.key: ref for ref in getattr(self.config, section)}

@@ -1,120 +1,247 @@
-"""Leaderboards: per (dataset, metric), mean with a 95 % bootstrap CI and a direction-aware rank."""
+"""Leaderboards: the three views users decide with, rendered as Markdown, HTML and LaTeX.
+
+- explainers: per (dataset, model), every explainer across metrics, with a
+  significance-aware rank per metric and the mean rank ("which explainer is
+  faithful to this model");
+- models: per (dataset, explainer), models ranked by a localisation metric
+  with their accuracy beside it ("which model's explanations land on the object");
+- cost: time and passes per image next to deletion and insertion AUC.
+
+Ranks count how many entries are significantly better (non-overlapping 95 %
+bootstrap intervals), so ties within confidence intervals are ties. An entry
+missing a metric gets a blank mean rank: it is never averaged over fewer metrics.
+"""
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 from tabulate import tabulate
 
 from bench import atomic
-from bench.seeding import stable_hash
+from bench.stats import significance_ranks
 from bench.store import read_predictions, read_results
+from bench.summary import overall, summarise
 
-GROUP = ["dataset", "model", "explainer", "metric"]
-BOOTSTRAP_RESAMPLES = 2000
-
-
-def bootstrap_ci(
-    values: np.ndarray, seed: int, resamples: int = BOOTSTRAP_RESAMPLES, level: float = 0.95
-) -> tuple[float, float]:
-    """Percentile bootstrap confidence interval of the mean (seeded, so reproducible)."""
-    if len(values) == 0:
-        return float("nan"), float("nan")
-    if len(values) == 1:
-        return float(values[0]), float(values[0])
-    rng = np.random.default_rng(seed)
-    means = values[rng.integers(0, len(values), size=(resamples, len(values)))].mean(axis=1)
-    alpha = (1 - level) / 2
-    lo, hi = np.quantile(means, [alpha, 1 - alpha])
-    return float(lo), float(hi)
+FORMATS = {"md": "github", "html": "html", "tex": "latex_booktabs"}
+COST_METRICS = ("runtime", "runtime.forward_images", "runtime.backward_images")
+HIDDEN = ("runtime.peak_memory_mb",)  # shown only where measured (CUDA)
 
 
-def summarise(results: pd.DataFrame) -> pd.DataFrame:
-    """One row per (dataset, model, explainer, metric): n, mean, CI, spread, error and NaN counts."""
-    records = []
-    for key, group in results.groupby(GROUP, sort=True):
-        ok = group[group["status"] == "ok"]["value"].to_numpy(dtype=float)
-        lo, hi = bootstrap_ci(ok, stable_hash("bootstrap", *key))
-        records.append(
-            {
-                **dict(zip(GROUP, key, strict=True)),
-                "higher_is_better": bool(group["higher_is_better"].iloc[0]),
-                "n": len(ok),
-                "mean": float(ok.mean()) if len(ok) else float("nan"),
-                "ci_low": lo,
-                "ci_high": hi,
-                "median": float(np.median(ok)) if len(ok) else float("nan"),
-                "std": float(ok.std(ddof=1)) if len(ok) > 1 else float("nan"),
-                "n_error": int((group["status"] == "error").sum()),
-                "n_nan": int((group["status"] == "nan").sum()),
-                "n_skipped": int((group["status"] == "skipped").sum()),
-            }
-        )
-    summary = pd.DataFrame.from_records(records)
-    if summary.empty:
-        return summary
-    summary["rank"] = np.nan
-    for _, idx in summary.groupby(["dataset", "metric"]).groups.items():
+@dataclass
+class Table:
+    title: str
+    headers: list[str]
+    rows: list[list]
+    note: str = ""
+
+
+@dataclass
+class Leaderboard:
+    """Titled tables, grouped into sections."""
+
+    sections: dict[str, list[Table]] = field(default_factory=dict)
+
+    def add(self, section: str, table: Table) -> None:
+        self.sections.setdefault(section, []).append(table)
+
+    def render(self, fmt: str = "md") -> str:
+        """The whole leaderboard as Markdown ("md"), an HTML fragment ("html") or LaTeX ("tex")."""
+        tablefmt = FORMATS[fmt]
+        out = []
+        for section, tables in self.sections.items():
+            out.append(_heading(section, 2, fmt))
+            for table in tables:
+                out.append(_heading(table.title, 3, fmt))
+                if table.note:
+                    out.append(_paragraph(table.note, fmt))
+                out.append(tabulate(table.rows, headers=table.headers, tablefmt=tablefmt, disable_numparse=True))
+        return "\n\n".join(out) + "\n"
+
+
+def _heading(text: str, level: int, fmt: str) -> str:
+    if fmt == "html":
+        return f"<h{level}>{_escape(text)}</h{level}>"
+    if fmt == "tex":
+        return ("\\section*{" if level == 2 else "\\subsection*{") + text.replace("_", "\\_") + "}"
+    return "#" * level + " " + text
+
+
+def _paragraph(text: str, fmt: str) -> str:
+    if fmt == "html":
+        return f"<p>{_escape(text)}</p>"
+    if fmt == "tex":
+        return text.replace("_", "\\_").replace("%", "\\%")
+    return text
+
+
+def _escape(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def fmt_value(x: float, digits: int = 4) -> str:
+    if x is None or x != x:
+        return ""
+    if x != 0 and (abs(x) < 1e-3 or abs(x) >= 1e5):
+        return f"{x:.{digits - 1}e}"
+    return f"{x:.{digits}f}"
+
+
+def fmt_interval(row: pd.Series) -> str:
+    if row["n"] == 0:
+        return ""
+    return f"{fmt_value(row['mean'])} [{fmt_value(row['ci_low'])}, {fmt_value(row['ci_high'])}]"
+
+
+def add_ranks(summary: pd.DataFrame, within: list[str]) -> pd.DataFrame:
+    """A ``rank`` column: significance ranks of the entries of each ``within`` group and metric."""
+    summary = summary.copy()
+    summary["rank"] = math.nan
+    for _, idx in summary.groupby([*within, "metric"]).groups.items():
         part = summary.loc[idx]
-        ascending = not bool(part["higher_is_better"].iloc[0])
-        summary.loc[idx, "rank"] = part["mean"].rank(ascending=ascending, method="min")
+        summary.loc[idx, "rank"] = significance_ranks(
+            part["mean"].tolist(),
+            part["ci_low"].tolist(),
+            part["ci_high"].tolist(),
+            bool(part["higher_is_better"].iloc[0]),
+        )
     return summary
 
 
-def model_accuracy(run_dir: Path) -> pd.DataFrame:
-    """Accuracy of every (dataset, model) on the images it explained."""
+def _metric_label(metric: str, higher: bool) -> str:
+    return f"{metric} {'↑' if higher else '↓'}"
+
+
+def explainer_view(summary: pd.DataFrame) -> list[Table]:
+    """Per (dataset, model): explainers x metrics, value [CI] (rank), and the mean rank."""
+    board = add_ranks(summary[~summary["metric"].isin(HIDDEN)], ["dataset", "model"])
+    tables = []
+    for (dataset, model), part in board.groupby(["dataset", "model"], sort=True):
+        metrics = sorted(m for m in part["metric"].unique() if part.loc[part["metric"] == m, "n"].sum() > 0)
+        directions = part.drop_duplicates("metric").set_index("metric")["higher_is_better"]
+        rows = []
+        for explainer, by_metric in part.groupby("explainer", sort=True):
+            cells, ranks = [], []
+            indexed = by_metric.set_index("metric")
+            for metric in metrics:
+                if metric in indexed.index and indexed.loc[metric, "n"] > 0:
+                    row = indexed.loc[metric]
+                    cells.append(f"{fmt_interval(row)} ({int(row['rank'])})")
+                    if metric not in COST_METRICS:
+                        ranks.append(row["rank"])
+                else:
+                    cells.append("")
+                    if metric not in COST_METRICS:
+                        ranks.append(math.nan)
+            mean_rank = sum(ranks) / len(ranks) if ranks and all(r == r for r in ranks) else math.nan
+            rows.append([explainer, fmt_value(mean_rank, 2), *cells])
+        rows.sort(key=lambda r: (math.inf if r[1] == "" else float(r[1]), r[0]))
+        headers = ["explainer", "mean rank", *[_metric_label(m, bool(directions[m])) for m in metrics]]
+        note = (
+            "mean [95% bootstrap CI] (rank); ranks count significantly better entries, so overlapping "
+            "intervals tie; the mean rank leaves out cost metrics and is blank when a metric is missing."
+        )
+        tables.append(Table(f"{dataset} / {model}", headers, rows, note))
+    return tables
+
+
+def model_view(summary: pd.DataFrame, accuracy: pd.DataFrame, metric: str = "iou") -> list[Table]:
+    """Per (dataset, explainer): models ranked by ``metric``, with their accuracy."""
+    part = summary[summary["metric"] == metric]
+    if part.empty:
+        return []
+    board = add_ranks(part, ["dataset", "explainer"])
+    acc = accuracy.set_index(["dataset", "model"]) if not accuracy.empty else pd.DataFrame()
+    tables = []
+    for (dataset, explainer), group in board.groupby(["dataset", "explainer"], sort=True):
+        rows = []
+        for row in group.sort_values(
+            ["rank", "mean"], ascending=[True, not bool(group["higher_is_better"].iloc[0])]
+        ).itertuples():
+            a = acc.loc[(dataset, row.model)] if (dataset, row.model) in acc.index else {}
+            rank = "" if row.rank != row.rank else int(row.rank)
+            quality = [fmt_value(a.get("accuracy", math.nan)), fmt_value(a.get("macro_f1", math.nan))]
+            rows.append([rank, row.model, fmt_interval(pd.Series(row._asdict())), *quality, row.n])
+        headers = [
+            "rank",
+            "model",
+            _metric_label(metric, bool(group["higher_is_better"].iloc[0])),
+            "accuracy",
+            "macro-F1",
+            "n",
+        ]
+        tables.append(Table(f"{dataset} / {explainer}: models by {metric}", headers, rows))
+    return tables
+
+
+def cost_view(summary: pd.DataFrame) -> list[Table]:
+    """Per dataset: time and passes per image beside deletion and insertion AUC."""
+    wanted = [*COST_METRICS, "deletion", "insertion"]
+    part = summary[summary["metric"].isin(wanted)]
+    if part.empty or "runtime" not in set(part["metric"]):
+        return []
+    tables = []
+    for dataset, group in part.groupby("dataset", sort=True):
+        wide = group.pivot_table(index=["model", "explainer"], columns="metric", values="mean", aggfunc="first")
+        present = [m for m in wanted if m in wide.columns]
+        rows = [[model, explainer, *[fmt_value(wide.loc[(model, explainer), m]) for m in present]]
+                for model, explainer in sorted(wide.index, key=lambda k: (k[0], wide.loc[k, "runtime"]))]  # fmt: skip
+        headers = [
+            "model",
+            "explainer",
+            *["s/image ↓" if m == "runtime" else m.replace("runtime.", "") for m in present],
+        ]
+        tables.append(Table(f"{dataset}: cost and faithfulness", headers, rows, "means over samples"))
+    return tables
+
+
+def model_quality(run_dir: Path) -> pd.DataFrame:
+    """Accuracy (and macro-F1 where known) of every (dataset, model) on the explained images."""
+    path = Path(run_dir) / "models.parquet"
+    if path.exists():
+        return pd.read_parquet(path)
     preds = read_predictions(run_dir)
     if preds.empty:
         return pd.DataFrame(columns=["dataset", "model", "accuracy", "n"])
     return preds.groupby(["dataset", "model"]).agg(accuracy=("correct", "mean"), n=("correct", "size")).reset_index()
 
 
-def _fmt(x: float, digits: int = 4) -> str:
-    return "" if x != x else f"{x:.{digits}g}" if abs(x) < 1e-3 and x != 0 else f"{x:.{digits}f}"
+def class_names(run_dir: Path) -> dict[tuple[str, int], str]:
+    preds = read_predictions(run_dir)
+    if preds.empty or "label_name" not in preds:
+        return {}
+    pairs = preds[["dataset", "label", "label_name"]].drop_duplicates()
+    return {(r.dataset, int(r.label)): r.label_name for r in pairs.itertuples()}
 
 
-def render_markdown(summary: pd.DataFrame, accuracy: pd.DataFrame) -> str:
-    """Markdown: per dataset, the models' accuracy, then one ranked table per metric."""
-    if summary.empty:
-        return "No results yet.\n"
-    parts = []
-    for dataset, by_dataset in summary.groupby("dataset", sort=True):
-        parts.append(f"## {dataset}\n")
-        acc = accuracy[accuracy["dataset"] == dataset]
-        if not acc.empty:
-            rows = [[r.model, _fmt(r.accuracy), int(r.n)] for r in acc.itertuples()]
-            parts.append("Model accuracy on the explained images:\n")
-            parts.append(tabulate(rows, headers=["model", "accuracy", "n"], tablefmt="github") + "\n")
-        for metric, part in by_dataset.groupby("metric", sort=True):
-            if (part["n"] == 0).all():
-                continue  # nothing measured (e.g. peak memory on a CPU)
-            arrow = "higher is better" if part["higher_is_better"].iloc[0] else "lower is better"
-            parts.append(f"### {metric} ({arrow})\n")
-            rows = [
-                [
-                    "" if r.rank != r.rank else int(r.rank),
-                    r.model,
-                    r.explainer,
-                    _fmt(r.mean),
-                    f"[{_fmt(r.ci_low)}, {_fmt(r.ci_high)}]",
-                    r.n,
-                    r.n_error + r.n_nan,
-                ]
-                for r in part.sort_values(["rank", "model", "explainer"]).itertuples()
-            ]
-            headers = ["rank", "model", "explainer", "mean", "95% CI", "n", "errors/NaN"]
-            parts.append(tabulate(rows, headers=headers, tablefmt="github") + "\n")
-    return "\n".join(parts)
+def build(summary: pd.DataFrame, accuracy: pd.DataFrame, localisation_metric: str = "iou") -> Leaderboard:
+    board = Leaderboard()
+    top = overall(summary)
+    for table in explainer_view(top):
+        board.add("Explainers", table)
+    for table in model_view(top, accuracy, localisation_metric):
+        board.add("Models by localisation", table)
+    for table in cost_view(top):
+        board.add("Cost and faithfulness", table)
+    return board
 
 
-def build_leaderboard(run_dir: Path | str, write: bool = True) -> tuple[pd.DataFrame, str]:
-    """Summarise a run directory; write leaderboard.md and leaderboard.parquet into it."""
+def build_leaderboard(
+    run_dir: Path | str, write: bool = True, localisation_metric: str = "iou"
+) -> tuple[pd.DataFrame, str]:
+    """Summarise a run directory; write leaderboard.{md,html,tex,parquet} and summary.parquet into it."""
     run_dir = Path(run_dir)
-    summary = summarise(read_results(run_dir))
-    text = "# Leaderboard\n\n" + render_markdown(summary, model_accuracy(run_dir))
+    summary = summarise(read_results(run_dir), class_names(run_dir))
+    board = build(summary, model_quality(run_dir), localisation_metric)
+    text = "# Leaderboard\n\n" + board.render("md") if board.sections else "# Leaderboard\n\nNo results yet.\n"
     if write:
         atomic.write_text(run_dir / "leaderboard.md", text)
-        atomic.write_with(run_dir / "leaderboard.parquet", lambda p: summary.to_parquet(p, index=False))
+        atomic.write_text(run_dir / "leaderboard.html", "<h1>Leaderboard</h1>\n" + board.render("html"))
+        atomic.write_text(run_dir / "leaderboard.tex", board.render("tex"))
+        top = add_ranks(overall(summary), ["dataset", "model"])
+        atomic.write_with(run_dir / "leaderboard.parquet", lambda p: top.to_parquet(p, index=False))
+        atomic.write_with(run_dir / "summary.parquet", lambda p: summary.to_parquet(p, index=False))
     return summary, text

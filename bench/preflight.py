@@ -47,7 +47,7 @@ def check_output(run_dir: Path, suite: Suite, from_cli: bool, keep: bool) -> Non
                     folder.rmdir()
 
 
-def preflight(suite: Suite, output: Path | None = None, keep_output: bool = False) -> Path:
+def preflight(suite: Suite, run_dir: Path | None = None, keep_output: bool = False, from_cli: bool = False) -> Path:
     """Run every cheap on-disk check of ``suite``; returns the run directory."""
     for key, dataset in suite.datasets.items():
         try:
@@ -64,6 +64,6 @@ def preflight(suite: Suite, output: Path | None = None, keep_output: bool = Fals
                 model.check(dataset)
             except XbenchError as exc:
                 raise _relocate(exc, suite, "models", model_key) from None
-    run_dir = Path(output) if output else suite.output_dir
-    check_output(run_dir, suite, from_cli=output is not None, keep=keep_output)
+    run_dir = Path(run_dir) if run_dir else suite.output_dir
+    check_output(run_dir, suite, from_cli=from_cli, keep=keep_output)
     return run_dir

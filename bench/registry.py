@@ -47,6 +47,7 @@ class Registry(Generic[T]):
         self.kind = kind  # "dataset", "model", "explainer", "metric": used in messages
         self._classes: dict[str, type[T]] = {}
         self._lazy: dict[str, str] = {}
+        self._prefixes: dict[str, str] = {}  # "quantus:" -> "module:factory" building a class per name
 
     def register(self, name: str) -> Callable[[type[T]], type[T]]:
         """Class decorator: register ``cls`` under ``name`` and set ``cls.name``."""
@@ -66,13 +67,23 @@ class Registry(Generic[T]):
             raise ValueError(f"lazy target must look like 'module:attr', got {target!r}")
         self._lazy[name] = target
 
+    def register_prefix(self, prefix: str, factory: str) -> None:
+        """Names starting with ``prefix`` (e.g. ``quantus:IROF``) are built on demand by
+        ``factory(name_without_prefix) -> class`` ("module:function", imported lazily); the
+        factory raises ConfigError for names it does not know."""
+        self._prefixes[prefix] = factory
+
     def _check_free(self, name: str) -> None:
         if name in self._classes or name in self._lazy:
             raise ValueError(f"{self.kind} {name!r} is already registered")
 
     def names(self) -> list[str]:
+        """Registered names (names built on demand from a prefix are not listed)."""
         _load_plugins()
         return sorted(set(self._classes) | set(self._lazy))
+
+    def prefixes(self) -> list[str]:
+        return sorted(self._prefixes)
 
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and name in self.names()
@@ -99,6 +110,12 @@ class Registry(Generic[T]):
             self._classes[name] = cls
             del self._lazy[name]
             return cls
+        for prefix, factory in self._prefixes.items():
+            if name.startswith(prefix):
+                module_name, attr = factory.split(":")
+                cls = getattr(importlib.import_module(module_name), attr)(name[len(prefix) :])
+                cls.name = name
+                return cls
         hints = self.suggest(name)
         fix = f"did you mean {' or '.join(repr(h) for h in hints)}?" if hints else ""
         fix += f" Run `xbench list` to see every {self.kind}" if fix else f"run `xbench list` to see every {self.kind}"

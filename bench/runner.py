@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from bench import gallery
 from bench.config import Suite
 from bench.cost import PassCounter, PeakMemory
 from bench.datasets.base import Dataset, stratified_sample
@@ -54,6 +55,7 @@ def _error_text(exc: BaseException) -> str:
 @dataclass
 class RunOptions:
     output: Path | None = None
+    run_id: str | None = None
     force: bool = False
     progress: bool | None = None  # None: a progress bar when stderr is a terminal
     log: Callable[[str], None] = field(default=lambda msg: tqdm.write(msg, file=sys.stderr))
@@ -91,19 +93,19 @@ class Runner:
         self.suite = suite
         self.options = options or RunOptions()
         self.cfg = suite.config
-        self.run_dir = Path(self.options.output) if self.options.output else suite.output_dir
-        self.run_id = self.run_dir.resolve().name
+        self.run_dir, self.run_id = suite.run_location(self.options.output, self.options.run_id)
         self.store = RunStore(self.run_dir)
         self.device = resolve_device(self.cfg.device)
         self.log = self.options.log
         self._refs: dict[str, list[SampleRef]] = {}
         self.unreadable: dict[str, list[tuple[str, str]]] = {}  # "dataset/model" -> (sample id, reason)
+        self._gallery: set[str] = set()  # sample ids whose attributions are kept for reports
 
     # ------------------------------------------------------------ top level
 
     def run(self) -> RunResult:
         cells = build_plan(self.suite)
-        preflight(self.suite, self.options.output, keep_output=True)
+        preflight(self.suite, self.run_dir, keep_output=True, from_cli=self.options.output is not None)
         self.store.prepare()
         manifest = self._start_manifest(cells)
         result = RunResult(self.run_dir)
@@ -220,6 +222,10 @@ class Runner:
                 bar.update(self._n_batches(dk))
             return
         self._record_group(dk, mk, group, manifest)
+        self._gallery = {group.refs[i].id for i in gallery.choose(group, self.cfg.gallery)}
+        if self._gallery:
+            positions = [i for i, r in enumerate(group.refs) if r.id in self._gallery]
+            gallery.write_images(self.run_dir, dk, mk, group, positions)
         for cell in cells:
             variants = self.suite.explainers[cell.explainer].expand(model)
             if variants == [("", self.suite.explainers[cell.explainer])]:
@@ -263,6 +269,7 @@ class Runner:
     def _rows(self, cell: Cell, explainer: Explainer) -> CellRows:
         return CellRows(
             constants={
+                "suite": self.suite.name,
                 "run_id": self.run_id,
                 "cell_id": cell.cell_id,
                 "dataset": cell.dataset,
@@ -367,6 +374,9 @@ class Runner:
                     self._add_error(rows, metric_key, sample, message)
             return message if isinstance(exc, XbenchError) else None
         finite = torch.isfinite(attr.flatten(1)).all(dim=1).cpu()
+        for j, sample in enumerate(samples):
+            if sample["sample_id"] in self._gallery and finite[j]:
+                rows.gallery.append((sample["sample_id"], attr[j, 0].detach().cpu().numpy()))
         keep = finite.nonzero().squeeze(1).tolist()
         bad = [i for i in range(len(samples)) if not finite[i]]
         n = max(len(samples), 1)

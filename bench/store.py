@@ -7,6 +7,7 @@ Layout of a run directory::
     curves/<cell_id>.parquet            per-sample curves (deletion/insertion) for plots
     predictions/<dataset>__<model>.parquet   label, prediction, target, correctness per sample
     models.parquet                      per (dataset, model): accuracy, macro-F1, target rule, counts
+    gallery/                            a few images per (dataset, model) and every explainer's maps of them
     leaderboard.md, leaderboard.parquet
 
 Every file is written atomically (temporary file + rename), the curves before
@@ -28,10 +29,11 @@ import pyarrow.parquet as pq
 from bench import atomic
 from bench.errors import DataError, OutputError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: adds `suite`
 
 RESULT_SCHEMA = pa.schema(
     [
+        ("suite", pa.string()),
         ("run_id", pa.string()),
         ("cell_id", pa.string()),
         ("dataset", pa.string()),
@@ -74,6 +76,7 @@ class CellRows:
     constants: dict[str, Any]  # run/cell/dataset/model/explainer columns shared by every row
     columns: dict[str, list] = field(default_factory=lambda: {f.name: [] for f in RESULT_SCHEMA})
     curves: dict[str, list] = field(default_factory=lambda: {f.name: [] for f in CURVE_SCHEMA})
+    gallery: list[tuple[str, Any]] = field(default_factory=list)  # (sample id, (H, W) attribution) for reports
 
     def add(
         self, metric: dict[str, Any], sample: dict[str, Any], value: float, status: str, message: str | None
@@ -147,9 +150,14 @@ class RunStore:
             return None
 
     def write_cell(self, cell_id: str, rows: CellRows, meta: dict[str, Any]) -> None:
-        """Curves first, then the cell: a present cell file means the cell is complete."""
+        """Curves and gallery first, then the cell: a present cell file means the cell is complete."""
         if rows.curves["curve"]:
             atomic.write_with(self.curves_dir / f"{cell_id}.parquet", lambda p: pq.write_table(rows.curve_table(), p))
+        if rows.gallery:
+            from bench.gallery import GALLERY_DIR, attribution_table
+
+            table = attribution_table(rows.gallery)
+            atomic.write_with(self.root / GALLERY_DIR / f"{cell_id}.parquet", lambda p: pq.write_table(table, p))
         table = rows.table().replace_schema_metadata(
             {"xbench": json.dumps({"schema_version": SCHEMA_VERSION, **meta}, default=str)}
         )
@@ -204,29 +212,67 @@ def _parquet_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.glob("*.parquet") if not p.name.startswith("."))
 
 
-def read_results(run_dir: Path | str) -> pd.DataFrame:
-    """All result rows of a run directory as one long-form DataFrame."""
-    run_dir = Path(run_dir)
-    cells = run_dir / "cells"
-    if not cells.is_dir():
-        raise DataError(
-            f"{run_dir} is not an xbench run directory (no cells/ folder)",
-            fix="give the folder a run wrote (the suite's `output`, by default runs/<suite name>)",
-        )
-    files = _parquet_files(cells)
+def result_files(path: Path | str) -> list[Path]:
+    """The result files of ``path``: a run directory, a folder of runs (all their cells), or
+    one Parquet file of results (e.g. a baseline kept in reports/)."""
+    path = Path(path)
+    if path.is_file():
+        return [path]
+    if (path / "cells").is_dir():
+        return _parquet_files(path / "cells")
+    if (path / "results.parquet").is_file():  # an exported reference folder (xbench export)
+        return [path / "results.parquet"]
+    files = sorted(p for p in path.glob("**/cells/*.parquet") if not p.name.startswith("."))
     if not files:
-        return RESULT_SCHEMA.empty_table().to_pandas()
+        raise DataError(
+            f"{path} holds no xbench results (no cells/ folder below it)",
+            fix="give a run directory (by default runs/suite=<suite>/run=<id>), a folder of runs, or a results "
+            "Parquet file",
+        )
+    return files
+
+
+def _upgrade(table: pa.Table, version: int, path: Path) -> pa.Table:
+    """Bring a table of an older schema version to the current one (missing columns as nulls)."""
+    if version > SCHEMA_VERSION:
+        raise DataError(
+            f"{path} has results schema version {version}, newer than this xbench understands ({SCHEMA_VERSION})",
+            fix="upgrade xbench to read it",
+        )
+    for column in RESULT_SCHEMA:
+        if column.name not in table.column_names:
+            table = table.append_column(column, pa.nulls(table.num_rows, type=column.type))
+    return table.select(
+        [f.name for f in RESULT_SCHEMA] + [c for c in table.column_names if c not in RESULT_SCHEMA.names]
+    )
+
+
+def schema_version(path: Path) -> int:
+    meta = pq.read_schema(path).metadata or {}
+    try:
+        return int(json.loads(meta.get(b"xbench", b"{}")).get("schema_version", 1))
+    except ValueError as exc:
+        raise DataError(f"{path} has unreadable xbench metadata: {exc}", fix="regenerate the file") from exc
+
+
+def read_results(path: Path | str) -> pd.DataFrame:
+    """Long-form results of a run directory, of every run below a folder, or of a results file."""
     tables = []
-    for path in files:
-        meta = json.loads((pq.read_schema(path).metadata or {}).get(b"xbench", b"{}"))
-        version = meta.get("schema_version", 0)
-        if version > SCHEMA_VERSION:
-            raise DataError(
-                f"{path} has results schema version {version}, newer than this xbench understands ({SCHEMA_VERSION})",
-                fix="upgrade xbench to read it",
-            )
-        tables.append(pq.read_table(path))
+    for file in result_files(path):
+        try:
+            tables.append(_upgrade(pq.read_table(file), schema_version(file), file))
+        except (OSError, pa.ArrowInvalid) as exc:
+            raise DataError(f"cannot read results file {file}: {exc}", fix="delete it and rerun the run") from exc
+    if not tables:
+        return RESULT_SCHEMA.empty_table().to_pandas()
     return pa.concat_tables(tables, promote_options="default").to_pandas()
+
+
+def write_results(frame: pd.DataFrame, dest: Path) -> None:
+    """Store a long-form results table as one Parquet file (e.g. a baseline in reports/)."""
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    table = table.replace_schema_metadata({"xbench": json.dumps({"schema_version": SCHEMA_VERSION})})
+    atomic.write_with(Path(dest), lambda p: pq.write_table(table, p))
 
 
 def read_predictions(run_dir: Path | str) -> pd.DataFrame:

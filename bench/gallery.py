@@ -1,0 +1,110 @@
+"""A few images per (dataset, model) whose attributions every explainer keeps, for reports.
+
+The gallery holds the same images for all explainers of a model, half of them
+(where there are any) images the model got wrong, so a report can show where
+each explainer looks on correct and incorrect predictions side by side.
+Images are stored once per group as uint8 (with their masks); attributions
+per cell as float16 (they are for pictures, not for scores).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from bench import atomic
+from bench.group import Group
+
+GALLERY_DIR = "gallery"
+
+
+def choose(group: Group, size: int) -> list[int]:
+    """Positions (in the group's refs) of the gallery images: up to half incorrect ones."""
+    if size <= 0:
+        return []
+    wrong = [i for i, c in enumerate(group.plan.correct) if c is False]
+    right = [i for i, c in enumerate(group.plan.correct) if c is not False]
+    take_wrong = wrong[: size // 2]
+    chosen = take_wrong + right[: size - len(take_wrong)]
+    chosen += [i for i in wrong if i not in chosen][: size - len(chosen)]
+    return sorted(chosen)
+
+
+def write_images(folder: Path, dataset_key: str, model_key: str, group: Group, positions: list[int]) -> None:
+    """Store the gallery images (uint8 HWC), their masks and prediction facts once per group."""
+    if not positions:
+        return
+    records = []
+    wanted = set(positions)
+    for batch_positions, batch in group.batches(torch.device("cpu")):
+        for j, i in enumerate(batch_positions):
+            if i not in wanted:
+                continue
+            image = (batch.x[j].clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+            mask = None if batch.mask is None else batch.mask[j, 0].numpy()
+            names = group.dataset.classes
+            records.append(
+                {
+                    "sample_id": group.refs[i].id,
+                    "label": group.refs[i].label,
+                    "label_name": names[group.refs[i].label],
+                    "prediction_name": group.model.spec.class_names[int(group.prediction[i])]
+                    if int(group.prediction[i]) < len(group.model.spec.class_names)
+                    else str(int(group.prediction[i])),
+                    "correct": group.plan.correct[i],
+                    "height": image.shape[0],
+                    "width": image.shape[1],
+                    "image": image.reshape(-1).tolist(),
+                    "mask": None if mask is None else mask.reshape(-1).tolist(),
+                }
+            )
+    frame = pd.DataFrame.from_records(records)
+    frame["correct"] = frame["correct"].astype("boolean")
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    atomic.write_with(folder / GALLERY_DIR / f"{dataset_key}__{model_key}.parquet", lambda p: pq.write_table(table, p))
+
+
+def attribution_table(items: list[tuple[str, np.ndarray]]) -> pa.Table:
+    """(sample id, (H, W) attribution) pairs as a table: each map divided by its largest
+    magnitude (``scale``) and stored as float16, which keeps pictures exact enough and
+    cannot overflow."""
+    scales = [float(np.abs(a).max()) or 1.0 for _, a in items]
+    values = [(a / s).astype(np.float16).reshape(-1).tolist() for (_, a), s in zip(items, scales, strict=True)]
+    schema = pa.schema(
+        [
+            ("sample_id", pa.string()),
+            ("height", pa.int32()),
+            ("width", pa.int32()),
+            ("scale", pa.float64()),
+            ("attribution", pa.list_(pa.float16())),
+        ]
+    )
+    columns = {
+        "sample_id": [sid for sid, _ in items],
+        "height": [a.shape[0] for _, a in items],
+        "width": [a.shape[1] for _, a in items],
+        "scale": scales,
+        "attribution": values,
+    }
+    return pa.table(columns, schema=schema)
+
+
+def read_images(run_dir: Path, dataset_key: str, model_key: str) -> pd.DataFrame:
+    path = Path(run_dir) / GALLERY_DIR / f"{dataset_key}__{model_key}.parquet"
+    return pd.read_parquet(path) if path.exists() else pd.DataFrame()
+
+
+def read_attributions(run_dir: Path, cell_id: str) -> dict[str, np.ndarray]:
+    path = Path(run_dir) / GALLERY_DIR / f"{cell_id}.parquet"
+    if not path.exists():
+        return {}
+    table = pq.read_table(path).to_pandas()
+    return {
+        r.sample_id: np.asarray(r.attribution, dtype=np.float32).reshape(r.height, r.width) * r.scale
+        for r in table.itertuples()
+    }
