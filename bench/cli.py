@@ -26,8 +26,19 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from bench.runner import Runner, RunOptions
 
     suite = load_suite(args.suite)
+    from bench.runner import parse_shard
+
     options = RunOptions(
-        output=Path(args.output) if args.output else None, run_id=args.run_id, force=args.force, progress=args.progress
+        output=Path(args.output) if args.output else None,
+        run_id=args.run_id,
+        force=args.force,
+        progress=args.progress,
+        executor=args.executor,
+        address=args.address,
+        workers=args.workers,
+        retries=args.retries,
+        shard=parse_shard(args.shard) if args.shard else None,
+        cache_attributions=not args.no_cache,
     )
     runner = Runner(suite, options)
     result = runner.run()
@@ -169,6 +180,31 @@ def _parse_tolerances(items: list[str] | None) -> dict[str, float]:
     return out
 
 
+def _cmd_cache(args: argparse.Namespace) -> int:
+    from bench.attribution_cache import AttributionCache
+    from bench.models.base import cache_root
+
+    cache = AttributionCache(cache_root() / "attributions")
+    if args.action == "info":
+        info = cache.info()
+        print(f"attribution cache {info['root']}: {info['entries']} entries in {info['groups']} (model, explainer, "
+              f"data) groups, {info['bytes'] / 2**20:.1f} MiB, oldest unused {info['oldest_days']} days")  # fmt: skip
+        return EXIT_OK
+    if args.older_than is None and not args.all:
+        raise XbenchError("prune needs --older-than DAYS or --all", field="cache prune", fix="e.g. --older-than 30")
+    removed = cache.prune(args.older_than, everything=args.all)
+    print(f"removed {removed} cached attribution(s)")
+    return EXIT_OK
+
+
+def _cmd_merge(args: argparse.Namespace) -> int:
+    from bench.merge import merge_runs
+
+    merged = merge_runs(Path(args.dest), [Path(p) for p in args.runs])
+    print(f"merged {merged} cell(s) into {args.dest}")
+    return _cmd_leaderboard(argparse.Namespace(run_dir=args.dest, metric="iou", format="md"))
+
+
 def _cmd_report(args: argparse.Namespace) -> int:
     from bench.leaderboard import build_leaderboard
     from bench.report import write_report
@@ -237,11 +273,33 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="show a progress bar (default: when stderr is a terminal)",
     )
+    run.add_argument(
+        "--executor",
+        choices=["local", "ray"],
+        default="local",
+        help="where cells run: this process (default) or Ray tasks (pip install 'xbench[ray]')",
+    )
+    run.add_argument("--address", help="Ray: address of an existing cluster (default: start a local one)")
+    run.add_argument("--workers", type=int, help="Ray: CPUs of the local cluster it starts (default: all)")
+    run.add_argument("--retries", type=int, default=2, help="Ray: retries of a task whose worker died (default 2)")
+    run.add_argument("--shard", metavar="I/N", help="run only shard I of N of the cells (e.g. a SLURM array task)")
+    run.add_argument("--no-cache", action="store_true", help="do not read or write the attribution cache")
     run.set_defaults(func=_cmd_run)
 
     validate = sub.add_parser("validate", help="check a suite and print the grid it would run")
     validate.add_argument("suite")
     validate.set_defaults(func=_cmd_validate)
+
+    cache = sub.add_parser("cache", help="the attribution cache: info, or prune old entries")
+    cache.add_argument("action", choices=["info", "prune"])
+    cache.add_argument("--older-than", type=float, metavar="DAYS", help="prune entries unused for DAYS days")
+    cache.add_argument("--all", action="store_true", help="prune everything")
+    cache.set_defaults(func=_cmd_cache)
+
+    merge = sub.add_parser("merge", help="combine the run directories of shards (--shard i/n) into one")
+    merge.add_argument("dest", help="run directory to write")
+    merge.add_argument("runs", nargs="+", help="shard run directories")
+    merge.set_defaults(func=_cmd_merge)
 
     rep = sub.add_parser("report", help="write an HTML report with plots (and PNGs) for a run directory")
     rep.add_argument("run_dir")

@@ -105,6 +105,9 @@ class SuiteConfig(Strict):
         "dataset's classes, else mapped if a mapping exists, else predicted)",
     )
     warmup: bool = Field(True, description="one untimed explain call per cell before timing starts")
+    precision: Literal["fp32", "bf16", "fp16"] = Field(
+        "fp32", description="autocast the model's passes to this precision (recorded; part of each cell's identity)"
+    )
     gallery: int = Field(
         8, ge=0, le=64, description="images per (dataset, model) whose attributions are kept for reports"
     )

@@ -35,10 +35,8 @@ def choose(group: Group, size: int) -> list[int]:
     return sorted(chosen)
 
 
-def write_images(folder: Path, dataset_key: str, model_key: str, group: Group, positions: list[int]) -> None:
-    """Store the gallery images (uint8 HWC), their masks and prediction facts once per group."""
-    if not positions:
-        return
+def images_table(group: Group, positions: list[int]) -> pa.Table:
+    """The gallery images (uint8 HWC), their masks and prediction facts, as a table."""
     records = []
     wanted = set(positions)
     for batch_positions, batch in group.batches(torch.device("cpu")):
@@ -65,7 +63,11 @@ def write_images(folder: Path, dataset_key: str, model_key: str, group: Group, p
             )
     frame = pd.DataFrame.from_records(records)
     frame["correct"] = frame["correct"].astype("boolean")
-    table = pa.Table.from_pandas(frame, preserve_index=False)
+    return pa.Table.from_pandas(frame, preserve_index=False)
+
+
+def write_images(folder: Path, dataset_key: str, model_key: str, table: pa.Table) -> None:
+    """Store a group's gallery images (once per group)."""
     atomic.write_with(folder / GALLERY_DIR / f"{dataset_key}__{model_key}.parquet", lambda p: pq.write_table(table, p))
 
 
@@ -99,12 +101,14 @@ def read_images(run_dir: Path, dataset_key: str, model_key: str) -> pd.DataFrame
     return pd.read_parquet(path) if path.exists() else pd.DataFrame()
 
 
-def read_attributions(run_dir: Path, cell_id: str) -> dict[str, np.ndarray]:
-    path = Path(run_dir) / GALLERY_DIR / f"{cell_id}.parquet"
-    if not path.exists():
-        return {}
-    table = pq.read_table(path).to_pandas()
+def table_maps(table: pa.Table) -> dict[str, np.ndarray]:
+    """sample id -> (H, W) attribution of a table written by ``attribution_table``."""
     return {
         r.sample_id: np.asarray(r.attribution, dtype=np.float32).reshape(r.height, r.width) * r.scale
-        for r in table.itertuples()
+        for r in table.to_pandas().itertuples()
     }
+
+
+def read_attributions(run_dir: Path, cell_id: str) -> dict[str, np.ndarray]:
+    path = Path(run_dir) / GALLERY_DIR / f"{cell_id}.parquet"
+    return table_maps(pq.read_table(path)) if path.exists() else {}

@@ -174,3 +174,23 @@ def prepare_group(
 def has_target(columns: list[dict[str, Any]]) -> list[int]:
     """Positions (within a batch) of samples that have a target to explain."""
     return [j for j, c in enumerate(columns) if c["target"] != NO_TARGET]
+
+
+def sample_refs(dataset: Dataset, n: int | None, seed: int) -> list[SampleRef]:
+    """The benchmark's samples of ``dataset``: stratified by class, seeded."""
+    return stratified_sample(dataset.index(dataset.eval_split), n, seed)
+
+
+def load_group(suite: Any, dataset_key: str, model_key: str, device: torch.device, log: Any = print) -> Group:
+    """Sample the dataset, load the model and prepare the group (what every cell of it shares)."""
+    from bench.models.base import ModelContext
+    from bench.seeding import sample_seeds
+
+    cfg = suite.config
+    dataset = suite.datasets[dataset_key]
+    refs = sample_refs(dataset, cfg.samples_for(dataset_key), cfg.seed)
+    seeds = dict(zip([r.id for r in refs], sample_seeds(cfg.seed, [r.id for r in refs]), strict=True))
+    source = suite.models[model_key]
+    source.check(dataset)
+    model = source.load(ModelContext(dataset=dataset, device=device, log=log))
+    return prepare_group(dataset, model, refs, seeds, target_rule=cfg.target, batch_size=cfg.batch_size, device=device)

@@ -115,6 +115,13 @@ def _metric_label(metric: str, higher: bool) -> str:
     return f"{metric} {'↑' if higher else '↓'}"
 
 
+def _applicable_to_all(part: pd.DataFrame, metric: str) -> bool:
+    """True unless some explainer's rows for ``metric`` are all NaN or skipped by design (no errors)."""
+    rows = part[part["metric"] == metric]
+    by_design = (rows["n"] == 0) & (rows["n_error"] == 0) & (rows["n_nan"] + rows["n_skipped"] > 0)
+    return not by_design.any()
+
+
 def explainer_view(summary: pd.DataFrame) -> list[Table]:
     """Per (dataset, model): explainers x metrics, value [CI] (rank), and the mean rank."""
     board = add_ranks(summary[~summary["metric"].isin(HIDDEN)], ["dataset", "model"])
@@ -122,27 +129,28 @@ def explainer_view(summary: pd.DataFrame) -> list[Table]:
     for (dataset, model), part in board.groupby(["dataset", "model"], sort=True):
         metrics = sorted(m for m in part["metric"].unique() if part.loc[part["metric"] == m, "n"].sum() > 0)
         directions = part.drop_duplicates("metric").set_index("metric")["higher_is_better"]
+        ranked = [m for m in metrics if m not in COST_METRICS and _applicable_to_all(part, m)]
         rows = []
         for explainer, by_metric in part.groupby("explainer", sort=True):
             cells, ranks = [], []
             indexed = by_metric.set_index("metric")
             for metric in metrics:
-                if metric in indexed.index and indexed.loc[metric, "n"] > 0:
-                    row = indexed.loc[metric]
+                row = indexed.loc[metric] if metric in indexed.index else None
+                if row is not None and row["n"] > 0:
                     cells.append(f"{fmt_interval(row)} ({int(row['rank'])})")
-                    if metric not in COST_METRICS:
-                        ranks.append(row["rank"])
                 else:
-                    cells.append("")
-                    if metric not in COST_METRICS:
-                        ranks.append(math.nan)
+                    not_applicable = row is not None and row["n_error"] == 0 and row["n_nan"] + row["n_skipped"] > 0
+                    cells.append("n/a" if not_applicable else "")
+                if metric in ranked:
+                    ranks.append(row["rank"] if row is not None and row["n"] > 0 else math.nan)
             mean_rank = sum(ranks) / len(ranks) if ranks and all(r == r for r in ranks) else math.nan
             rows.append([explainer, fmt_value(mean_rank, 2), *cells])
         rows.sort(key=lambda r: (math.inf if r[1] == "" else float(r[1]), r[0]))
         headers = ["explainer", "mean rank", *[_metric_label(m, bool(directions[m])) for m in metrics]]
         note = (
             "mean [95% bootstrap CI] (rank); ranks count significantly better entries, so overlapping "
-            "intervals tie; the mean rank leaves out cost metrics and is blank when a metric is missing."
+            "intervals tie; the mean rank leaves out cost metrics and metrics that do not apply to every "
+            "explainer (n/a, e.g. consistency of deterministic methods), and is blank when a metric is missing."
         )
         tables.append(Table(f"{dataset} / {model}", headers, rows, note))
     return tables

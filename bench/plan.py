@@ -49,6 +49,7 @@ def build_plan(suite: Suite) -> list[Cell]:
             "samples": cfg.samples_for(dk),
             "seed": cfg.seed,
             "target": cfg.target,
+            "precision": cfg.precision,
         }
         for mk, model in suite.models.items():
             for ek, explainer in suite.explainers.items():

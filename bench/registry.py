@@ -11,14 +11,16 @@ import heavy optional dependencies until a component is actually needed::
     EXPLAINERS.register_lazy("saliency", "bench.explainers.gradient:Saliency")
 
 Third-party packages can add components through the ``xbench.plugins`` entry
-point group: each entry point is a module that is imported (and registers its
-components with the decorators) the first time any registry is asked for names.
+point group, or by naming modules in ``$XBENCH_PLUGINS``: each is a module that
+is imported (and registers its components with the decorators) the first time
+any registry is asked for names. (Suite files cannot name code to import.)
 """
 
 from __future__ import annotations
 
 import difflib
 import importlib
+import os
 from collections.abc import Callable, Iterator
 from importlib.metadata import entry_points
 from typing import Generic, TypeVar
@@ -31,13 +33,16 @@ _PLUGINS_LOADED = False
 
 
 def _load_plugins() -> None:
-    """Import every module advertised under the ``xbench.plugins`` entry point group once."""
+    """Import, once, every module advertised under the ``xbench.plugins`` entry point group and
+    every module named in ``$XBENCH_PLUGINS`` (comma separated; also seen by Ray workers)."""
     global _PLUGINS_LOADED
     if _PLUGINS_LOADED:
         return
     _PLUGINS_LOADED = True
     for ep in entry_points(group="xbench.plugins"):
         ep.load()
+    for module in filter(None, (m.strip() for m in os.environ.get("XBENCH_PLUGINS", "").split(","))):
+        importlib.import_module(module)
 
 
 class Registry(Generic[T]):

@@ -7,6 +7,7 @@ Layout of a run directory::
     curves/<cell_id>.parquet            per-sample curves (deletion/insertion) for plots
     predictions/<dataset>__<model>.parquet   label, prediction, target, correctness per sample
     models.parquet                      per (dataset, model): accuracy, macro-F1, target rule, counts
+    parts/<cell_id>/                    finished batches of a cell still running (removed when it finishes)
     gallery/                            a few images per (dataset, model) and every explainer's maps of them
     leaderboard.md, leaderboard.parquet
 
@@ -91,6 +92,14 @@ class CellRows:
         self.curves["sample_id"].append(sample_id)
         self.curves["curve"].append(curve)
 
+    def extend(self, other: CellRows) -> None:
+        """Append the rows, curves and gallery maps of ``other`` (a batch of the same cell)."""
+        for name, column in other.columns.items():
+            self.columns[name].extend(column)
+        for name, column in other.curves.items():
+            self.curves[name].extend(column)
+        self.gallery.extend(other.gallery)
+
     def __len__(self) -> int:
         return len(self.columns["value"])
 
@@ -104,6 +113,50 @@ class CellRows:
         return pa.table(self.curves, schema=CURVE_SCHEMA)
 
 
+class PartStore:
+    """Finished batches of unfinished cells (``parts/<cell id>/<batch key>.*``), so an interrupted
+    cell resumes within itself. A part is complete when its ``.done`` marker exists (written last)."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+
+    def _base(self, cell_id: str, key: str) -> Path:
+        return self.root / cell_id / key
+
+    def write(self, cell_id: str, key: str, rows: CellRows) -> None:
+        base = self._base(cell_id, key)
+        atomic.write_with(base.with_suffix(".rows.parquet"), lambda p: pq.write_table(rows.table(), p))
+        atomic.write_with(base.with_suffix(".curves.parquet"), lambda p: pq.write_table(rows.curve_table(), p))
+        if rows.gallery:
+            from bench.gallery import attribution_table
+
+            table = attribution_table(rows.gallery)
+            atomic.write_with(base.with_suffix(".gallery.parquet"), lambda p: pq.write_table(table, p))
+        atomic.write_text(base.with_suffix(".done"), "ok\n")
+
+    def read(self, cell_id: str, key: str) -> CellRows | None:
+        base = self._base(cell_id, key)
+        if not base.with_suffix(".done").exists():
+            return None
+        try:
+            rows = CellRows(constants={})
+            rows.columns = pq.read_table(base.with_suffix(".rows.parquet")).to_pydict()
+            rows.curves = pq.read_table(base.with_suffix(".curves.parquet")).to_pydict()
+            gallery = base.with_suffix(".gallery.parquet")
+            if gallery.exists():
+                from bench.gallery import table_maps
+
+                rows.gallery = list(table_maps(pq.read_table(gallery)).items())
+        except (OSError, pa.ArrowInvalid):
+            return None  # a damaged part is recomputed
+        return rows
+
+    def clear(self, cell_id: str) -> None:
+        import shutil
+
+        shutil.rmtree(self.root / cell_id, ignore_errors=True)
+
+
 class RunStore:
     """Reads and writes one run directory."""
 
@@ -113,6 +166,7 @@ class RunStore:
         self.curves_dir = self.root / "curves"
         self.predictions_dir = self.root / "predictions"
         self.manifest_path = self.root / "manifest.json"
+        self.parts = PartStore(self.root / "parts")
 
     # ------------------------------------------------------------ setup
 

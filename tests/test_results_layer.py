@@ -268,3 +268,18 @@ def test_report_renders_in_headless_chromium(runs: Path, tmp_path: Path) -> None
     with Image.open(shot) as img:
         pixels = np.asarray(img.convert("L"))
     assert pixels.std() > 20  # a rendered page with figures, not a blank one
+
+
+def test_metrics_that_do_not_apply_to_every_explainer_stay_out_of_the_mean_rank() -> None:
+    frame = pd.concat(
+        [
+            _rows("deterministic", "iou", [0.9, 0.8] * 20),
+            _rows("deterministic", "consistency", [float("nan")] * 40, status=["nan"] * 40),
+            _rows("stochastic", "iou", [0.2, 0.3] * 20),
+            _rows("stochastic", "consistency", [0.7, 0.8] * 20),
+        ]
+    )
+    table = explainer_view(overall(summarise(frame)))[0]
+    by_name = {row[0]: row for row in table.rows}
+    assert by_name["deterministic"][1] == "1.00" and by_name["stochastic"][1] == "2.00"
+    assert by_name["deterministic"][2] == "n/a" and "(1)" in by_name["stochastic"][2]

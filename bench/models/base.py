@@ -60,8 +60,12 @@ class ImageClassifier(nn.Module):
 def prepare(net: nn.Module, spec: ModelSpec, device: torch.device, info: dict | None = None) -> LoadedModel:
     """Wrap, move, switch to eval mode and freeze parameters (explainers need input gradients only).
 
-    In-place activations are switched off: gradient hooks (captum, CAM methods, LRP) break on them.
+    In-place activations are switched off: gradient hooks (captum, CAM methods, LRP) break on them;
+    activation modules that torchvision's ResNet blocks reuse are split (see ``canonical.unshare``).
     """
+    from bench.models.canonical import unshare
+
+    unshare(net)
     for sub in net.modules():
         if getattr(sub, "inplace", False) is True:
             sub.inplace = False
