@@ -29,7 +29,7 @@ def test_bare_names_and_defaults(tmp_path: Path) -> None:
     suite = load_suite(write_suite(tmp_path, tiny_suite()))
     assert suite.explainers["saliency"].params.reduce == "max_abs"
     assert suite.metrics["deletion"].params.steps == 8
-    assert suite.output_dir == Path("runs") / "tiny"
+    assert suite.output_dir == Path("runs") / "suite=tiny" / "run=latest"
 
 
 def test_malformed_yaml_names_line_and_column(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -1,11 +1,23 @@
-"""Gradient-based explainers backed by captum."""
+"""Gradient-based explainers backed by captum.
+
+Each of them first computes per-channel attributions (N, C, H, W)
+(``channel_attributions``) and then reduces the channels with its ``reduce``
+param. SmoothGrad wraps any of them through ``channel_attributions``: its
+noise average, square or variance is taken per channel, before the reduction,
+as in the paper and in captum's NoiseTunnel.
+"""
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from collections.abc import Sequence
 from typing import Literal
 
 import torch
+from captum.attr import DeepLift as CaptumDeepLift
+from captum.attr import GuidedBackprop as CaptumGuidedBackprop
+from captum.attr import GuidedGradCam as CaptumGuidedGradCam
+from captum.attr import InputXGradient as CaptumInputXGradient
 from captum.attr import IntegratedGradients as CaptumIG
 from captum.attr import Saliency as CaptumSaliency
 from pydantic import Field
@@ -15,21 +27,136 @@ from bench.perturb import BaselineFields, make_baseline
 from bench.types import LoadedModel, Passes
 
 
-class SaliencyParams(ReduceFields):
-    reduce: Reduction = Field("max_abs", description="channel reduction (the paper takes the max of |gradient|)")
+class ChannelExplainer(Explainer):
+    """An explainer whose per-channel attributions exist before the channel reduction."""
 
-
-class Saliency(Explainer):
-    """Vanilla gradient of the target logit w.r.t. the pixels (Simonyan et al. 2014)."""
-
-    Params = SaliencyParams
     requires = frozenset({"gradients"})
+
+    @abstractmethod
+    def channel_attributions(
+        self, model: LoadedModel, x: torch.Tensor, target: torch.Tensor, seeds: Sequence[int]
+    ) -> torch.Tensor:
+        """Attributions (N, C, H, W) for ``x`` (N, C, H, W) towards ``target`` (N,)."""
 
     def attribute(
         self, model: LoadedModel, x: torch.Tensor, target: torch.Tensor, seeds: Sequence[int]
     ) -> torch.Tensor:
-        grads = CaptumSaliency(model.module).attribute(x.detach().requires_grad_(True), target=target, abs=False)
-        return reduce_channels(grads, self.params.reduce)
+        return reduce_channels(self.channel_attributions(model, x, target, seeds), self.params.reduce)
+
+
+def _grad_input(x: torch.Tensor) -> torch.Tensor:
+    """A leaf copy of ``x`` that captum can differentiate to (the caller's tensor stays untouched)."""
+    return x.detach().requires_grad_(True)
+
+
+class SaliencyParams(ReduceFields):
+    reduce: Reduction = Field("max_abs", description="channel reduction (the paper takes the max of |gradient|)")
+
+
+class Saliency(ChannelExplainer):
+    """Vanilla gradient of the target logit w.r.t. the pixels (Simonyan et al. 2014)."""
+
+    Params = SaliencyParams
+
+    def channel_attributions(
+        self, model: LoadedModel, x: torch.Tensor, target: torch.Tensor, seeds: Sequence[int]
+    ) -> torch.Tensor:
+        return CaptumSaliency(model.module).attribute(_grad_input(x), target=target, abs=False)
+
+
+class InputXGradientParams(ReduceFields):
+    reduce: Reduction = Field(
+        "sum", description="channel reduction (sum: a pixel's share of the first-order Taylor term, the default)"
+    )
+
+
+class InputXGradient(ChannelExplainer):
+    """Input times gradient (Shrikumar et al. 2016): the first-order Taylor contribution of each pixel."""
+
+    Params = InputXGradientParams
+
+    def channel_attributions(
+        self, model: LoadedModel, x: torch.Tensor, target: torch.Tensor, seeds: Sequence[int]
+    ) -> torch.Tensor:
+        return CaptumInputXGradient(model.module).attribute(_grad_input(x), target=target)
+
+
+class GuidedBackpropParams(ReduceFields):
+    reduce: Reduction = Field(
+        "abs_sum", description="channel reduction (abs_sum: the grey-scale maps of the SmoothGrad authors' code)"
+    )
+
+
+class GuidedBackprop(ChannelExplainer):
+    """Guided backpropagation (Springenberg et al. 2015): gradients with negative ReLU signals zeroed.
+
+    captum overrides the backward pass of the model's ``nn.ReLU`` modules; ReLUs
+    called as functions are not guided.
+    """
+
+    Params = GuidedBackpropParams
+
+    def channel_attributions(
+        self, model: LoadedModel, x: torch.Tensor, target: torch.Tensor, seeds: Sequence[int]
+    ) -> torch.Tensor:
+        return CaptumGuidedBackprop(model.module).attribute(_grad_input(x), target=target)
+
+
+class GuidedGradCAMParams(GuidedBackpropParams):
+    layer: str | None = Field(None, description="module path of the Grad-CAM layer (default: the model's CAM layer)")
+    upsample: Literal["bilinear", "bicubic", "nearest", "area"] = Field(
+        "bilinear", description="how the layer-resolution Grad-CAM map is resized to the input (the paper: bilinear)"
+    )
+
+
+class GuidedGradCAM(ChannelExplainer):
+    """Guided Grad-CAM (Selvaraju et al. 2017): guided backprop times the upsampled Grad-CAM map (captum)."""
+
+    Params = GuidedGradCAMParams
+    requires = frozenset({"gradients", "spatial_layer"})
+
+    def supports(self, model: LoadedModel) -> str | None:
+        if model.spec.cam_format != "nchw" and self.params.layer is None:
+            return f"Guided Grad-CAM needs an (N, C, h, w) layer; the model's CAM layer is {model.spec.cam_format}"
+        return super().supports(model)
+
+    def passes(self) -> Passes:
+        return Passes(2, 2)  # captum runs Grad-CAM and guided backprop separately
+
+    def channel_attributions(
+        self, model: LoadedModel, x: torch.Tensor, target: torch.Tensor, seeds: Sequence[int]
+    ) -> torch.Tensor:
+        layer = model.layer(self.params.layer or model.spec.target_layer)
+        return CaptumGuidedGradCam(model.module, layer).attribute(
+            _grad_input(x), target=target, interpolate_mode=self.params.upsample
+        )
+
+
+class DeepLiftParams(ReduceFields, BaselineFields):
+    reduce: Reduction = Field(
+        "sum", description="channel reduction (sum keeps summation-to-delta: the map sums to f(x) - f(baseline))"
+    )
+
+
+class DeepLift(ChannelExplainer):
+    """DeepLIFT with the Rescale rule (Shrikumar et al. 2017, captum): contributions relative to a baseline.
+
+    captum overrides the backward pass of the model's non-linear modules (ReLU,
+    max-pool, ...); a module object used twice in one forward pass breaks it.
+    The map sums to f(x) - f(baseline) exactly on networks without max-pooling;
+    captum's max-pool rule is an approximation (a few percent off on a small CNN).
+    """
+
+    Params = DeepLiftParams
+
+    def passes(self) -> Passes:
+        return Passes(2, 2)  # the image and its baseline go through the model together
+
+    def channel_attributions(
+        self, model: LoadedModel, x: torch.Tensor, target: torch.Tensor, seeds: Sequence[int]
+    ) -> torch.Tensor:
+        baseline = make_baseline(x, self.params, seeds)
+        return CaptumDeepLift(model.module).attribute(_grad_input(x), baselines=baseline, target=target)
 
 
 class IntegratedGradientsParams(ReduceFields, BaselineFields):
@@ -42,21 +169,20 @@ class IntegratedGradientsParams(ReduceFields, BaselineFields):
     )
 
 
-class IntegratedGradients(Explainer):
+class IntegratedGradients(ChannelExplainer):
     """Integrated Gradients (Sundararajan et al. 2017): path integral of gradients from a baseline."""
 
     Params = IntegratedGradientsParams
-    requires = frozenset({"gradients"})
 
     def passes(self) -> Passes:
         return Passes(self.params.n_steps, self.params.n_steps)
 
-    def attribute(
+    def channel_attributions(
         self, model: LoadedModel, x: torch.Tensor, target: torch.Tensor, seeds: Sequence[int]
     ) -> torch.Tensor:
         p = self.params
         baseline = make_baseline(x, p, seeds)
-        attr = CaptumIG(model.module).attribute(
+        return CaptumIG(model.module).attribute(
             x,
             baselines=baseline,
             target=target,
@@ -64,4 +190,3 @@ class IntegratedGradients(Explainer):
             method=p.method,
             internal_batch_size=p.internal_batch_size,
         )
-        return reduce_channels(attr, p.reduce)
