@@ -67,7 +67,8 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     from bench.preflight import preflight
 
     suite = load_suite(args.suite)
-    preflight(suite)
+    missing: list[str] = []
+    preflight(suite, missing=None if args.strict else missing)
     cells = build_plan(suite)
     estimates = estimate(suite, cells)
     rows = [
@@ -100,6 +101,8 @@ def _cmd_validate(args: argparse.Namespace) -> int:
             notes.setdefault(reason, set()).add(metric)
     for reason, metrics in notes.items():
         print(f"note: {', '.join(sorted(metrics))} skipped where {reason}")
+    for problem in missing:
+        print(f"not available on this machine (xbench run would stop here): {problem}")
     return EXIT_OK
 
 
@@ -143,19 +146,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    from bench.registry import REGISTRIES, load_builtin_components
+    from bench import catalog
 
-    load_builtin_components()
-    kinds = [args.kind] if args.kind else list(REGISTRIES)
-    for kind in kinds:
-        registry = REGISTRIES[kind]
-        print(f"{kind}:")
-        for name in registry.names():
-            cls = registry.get(name)
-            print(f"  {name:<24} {cls.describe()}")
-            for pname, ptype, default, desc in cls.param_summary():
-                print(f"      {pname}: {ptype} = {default!r}  {desc}")
-        print()
+    print(catalog.markdown() if args.format == "markdown" else catalog.text([args.kind] if args.kind else None), end="")
     return EXIT_OK
 
 
@@ -288,6 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     validate = sub.add_parser("validate", help="check a suite and print the grid it would run")
     validate.add_argument("suite")
+    validate.add_argument("--strict", action="store_true", help="fail when data or weights are not on this machine")
     validate.set_defaults(func=_cmd_validate)
 
     cache = sub.add_parser("cache", help="the attribution cache: info, or prune old entries")
@@ -327,6 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     lst = sub.add_parser("list", help="list registered datasets, models, explainers and metrics")
     lst.add_argument("kind", nargs="?", choices=["datasets", "models", "explainers", "metrics"])
+    lst.add_argument("--format", choices=["text", "markdown"], default="text", help="markdown: docs/components.md")
     lst.set_defaults(func=_cmd_list)
 
     board = sub.add_parser("leaderboard", help="the leaderboards of a run directory (also written into it)")

@@ -115,6 +115,18 @@ def _metric_label(metric: str, higher: bool) -> str:
     return f"{metric} {'↑' if higher else '↓'}"
 
 
+def _ranked(metric: str, metric_name: str | None) -> bool:
+    """Whether a metric counts in the mean rank (descriptive and cost metrics do not)."""
+    if metric in COST_METRICS or metric.startswith("runtime."):
+        return False
+    if not metric_name or metric_name.startswith("quantus:"):
+        return True
+    from bench.registry import METRICS, load_builtin_components
+
+    load_builtin_components()
+    return getattr(METRICS.get(metric_name), "ranked", True) if metric_name in METRICS else True
+
+
 def _applicable_to_all(part: pd.DataFrame, metric: str) -> bool:
     """True unless some explainer's rows for ``metric`` are all NaN or skipped by design (no errors)."""
     rows = part[part["metric"] == metric]
@@ -129,7 +141,8 @@ def explainer_view(summary: pd.DataFrame) -> list[Table]:
     for (dataset, model), part in board.groupby(["dataset", "model"], sort=True):
         metrics = sorted(m for m in part["metric"].unique() if part.loc[part["metric"] == m, "n"].sum() > 0)
         directions = part.drop_duplicates("metric").set_index("metric")["higher_is_better"]
-        ranked = [m for m in metrics if m not in COST_METRICS and _applicable_to_all(part, m)]
+        names = part.drop_duplicates("metric").set_index("metric").get("metric_name", pd.Series(dtype=object))
+        ranked = [m for m in metrics if _ranked(m, names.get(m)) and _applicable_to_all(part, m)]
         rows = []
         for explainer, by_metric in part.groupby("explainer", sort=True):
             cells, ranks = [], []
@@ -149,8 +162,9 @@ def explainer_view(summary: pd.DataFrame) -> list[Table]:
         headers = ["explainer", "mean rank", *[_metric_label(m, bool(directions[m])) for m in metrics]]
         note = (
             "mean [95% bootstrap CI] (rank); ranks count significantly better entries, so overlapping "
-            "intervals tie; the mean rank leaves out cost metrics and metrics that do not apply to every "
-            "explainer (n/a, e.g. consistency of deterministic methods), and is blank when a metric is missing."
+            "intervals tie; the mean rank leaves out cost and descriptive metrics (runtime, agreement) and "
+            "metrics that do not apply to every explainer (n/a, e.g. consistency of deterministic methods), "
+            "and is blank when a metric is missing."
         )
         tables.append(Table(f"{dataset} / {model}", headers, rows, note))
     return tables

@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 
 from bench.config import Suite
-from bench.errors import OutputError, XbenchError
+from bench.errors import DataError, OutputError, XbenchError
 
 
 def _relocate(exc: XbenchError, suite: Suite, section: str, key: str) -> XbenchError:
@@ -47,13 +47,32 @@ def check_output(run_dir: Path, suite: Suite, from_cli: bool, keep: bool) -> Non
                     folder.rmdir()
 
 
-def preflight(suite: Suite, run_dir: Path | None = None, keep_output: bool = False, from_cli: bool = False) -> Path:
-    """Run every cheap on-disk check of ``suite``; returns the run directory."""
+def preflight(
+    suite: Suite,
+    run_dir: Path | None = None,
+    keep_output: bool = False,
+    from_cli: bool = False,
+    missing: list[str] | None = None,
+) -> Path:
+    """Run every cheap on-disk check of ``suite``; returns the run directory.
+
+    With a ``missing`` list, data and weights that are not on this machine
+    (DataError) are appended to it instead of raised: `xbench validate` reports
+    them and still validates the suite (configuration errors always raise).
+    """
+
+    def fail(exc: XbenchError, section: str, key: str) -> None:
+        error = _relocate(exc, suite, section, key)
+        if missing is not None and isinstance(exc, DataError):
+            missing.append(error.render())
+            return
+        raise error from None
+
     for key, dataset in suite.datasets.items():
         try:
             dataset.check()
         except XbenchError as exc:
-            raise _relocate(exc, suite, "datasets", key) from None
+            fail(exc, "datasets", key)
     for model_key, model in suite.models.items():
         for data_key, dataset in suite.datasets.items():
             if any(
@@ -63,7 +82,7 @@ def preflight(suite: Suite, run_dir: Path | None = None, keep_output: bool = Fal
             try:
                 model.check(dataset)
             except XbenchError as exc:
-                raise _relocate(exc, suite, "models", model_key) from None
+                fail(exc, "models", model_key)
     run_dir = Path(run_dir) if run_dir else suite.output_dir
     check_output(run_dir, suite, from_cli=from_cli, keep=keep_output)
     return run_dir

@@ -16,7 +16,7 @@ from bench.seeding import stable_hash
 from bench.stats import bootstrap_ci
 
 KEY = ["dataset", "model", "explainer", "metric"]
-COLUMNS = [*KEY, "split", "group", "higher_is_better", "n", "mean", "median", "std", "ci_low", "ci_high",
+COLUMNS = [*KEY, "split", "group", "metric_name", "higher_is_better", "n", "mean", "median", "std", "ci_low", "ci_high",
            "n_error", "n_nan", "n_skipped"]  # fmt: skip
 
 
@@ -27,6 +27,7 @@ def _row(key: tuple, split: str, group: str, part: pd.DataFrame) -> dict:
         **dict(zip(KEY, key, strict=True)),
         "split": split,
         "group": group,
+        "metric_name": part["metric_name"].iloc[0] if "metric_name" in part else None,
         "higher_is_better": bool(part["higher_is_better"].iloc[0]),
         "n": len(ok),
         "mean": float(ok.mean()) if len(ok) else float("nan"),

@@ -147,10 +147,22 @@ def test_missing_suite_file(capsys: pytest.CaptureFixture, tmp_path: Path) -> No
 def test_missing_data_directory_names_suite_line_and_field(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     suite = tiny_suite(datasets=[{"name": "imagefolder", "params": {"root": str(tmp_path / "absent")}}])
     path = write_suite(tmp_path, suite)
-    code, err = _cli_error(capsys, "validate", str(path))
+    code, err = _cli_error(capsys, "validate", "--strict", str(path))
     assert code == 2
     assert "datasets[0].params.root" in err and "does not exist" in err and f"{path}:" in err
     assert "Traceback" not in err
+    code, err = _cli_error(capsys, "run", str(path))
+    assert code == 2 and "datasets[0].params.root" in err
+
+
+def test_validate_reports_missing_data_without_failing(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    suite = tiny_suite(datasets=[{"name": "imagefolder", "params": {"root": str(tmp_path / "absent")}}],
+                       models=[{"name": "cifar_resnet",
+                               "params": {"checkpoint": str(tmp_path / "nope.th")}}])  # fmt: skip
+    path = write_suite(tmp_path, suite)
+    assert main(["validate", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert out.count("not available on this machine") == 2 and "nope.th" in out and "absent" in out
 
 
 def test_unwritable_output_directory(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -29,6 +29,8 @@ _BUILTIN = {
     # complexity
     "sparseness": "complexity:Sparseness",
     "entropy": "complexity:Entropy",
+    # agreement between methods
+    "agreement": "agreement:Agreement",
     # cost
     "runtime": "runtime:Runtime",
 }

@@ -60,6 +60,7 @@ class Metric(Component):
 
     needs: ClassVar[frozenset[str]] = frozenset()
     outputs: ClassVar[dict[str, Direction]] = {"": Direction.HIGHER}
+    ranked: ClassVar[bool] = True  # False: descriptive (agreement, cost); shown but not in the mean rank
 
     def passes(self) -> Passes:
         """Model passes per image (estimate for `xbench validate`)."""

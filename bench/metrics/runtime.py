@@ -23,6 +23,7 @@ class Runtime(Metric):
     """Explainer seconds per image (CUDA events on GPU, wall clock on CPU), passes and peak memory."""
 
     needs = frozenset({"timing"})
+    ranked: ClassVar[bool] = False  # cost: shown beside the quality metrics, not averaged into the mean rank
     outputs: ClassVar[dict[str, Direction]] = {
         "": Direction.LOWER,
         "forward_images": Direction.LOWER,

@@ -1,0 +1,93 @@
+"""`vit_tiny`: a small Vision Transformer (torchvision's VisionTransformer) trained from scratch.
+
+For CNN-versus-ViT comparisons where an ImageNet ViT-B/16 cannot be fine-tuned
+(no weights offline, no GPU): a few transformer blocks on small images train
+on a CPU in minutes. The CAM layer is the last block's first LayerNorm, read
+as a token grid (the class token dropped), as for ViT-B/16; attention rollout
+and transformer attribution work on it unchanged.
+"""
+
+from __future__ import annotations
+
+import torch
+from pydantic import Field, model_validator
+from torchvision.models import VisionTransformer
+
+from bench.component import Params
+from bench.datasets.base import Dataset
+from bench.errors import ConfigError
+from bench.models.base import ModelContext, ModelSource, prepare
+from bench.models.checkpoints import load_into, read_state_dict
+from bench.models.finetune import TrainSpec, finetune_cached
+from bench.types import LoadedModel, ModelSpec
+
+
+def _default_training() -> TrainSpec:
+    return TrainSpec(optimizer="adamw", lr=1e-3, weight_decay=0.05, epochs=30, batch_size=128, scheduler="cosine",
+                     augment=["flip"], head="keep", eval_samples=None)  # fmt: skip
+
+
+class ViTTinyParams(Params):
+    image_size: int = Field(32, ge=8, le=512, description="input side (images are resized to it inside the model)")
+    patch_size: int = Field(4, ge=2, le=64, description="patch side; image_size must be a multiple")
+    layers: int = Field(4, ge=1, le=24, description="transformer blocks")
+    heads: int = Field(4, ge=1, le=16, description="attention heads")
+    hidden_dim: int = Field(128, ge=8, le=1024, description="token width (a multiple of heads)")
+    mlp_dim: int = Field(256, ge=8, le=4096, description="MLP width")
+    checkpoint: str | None = Field(None, description="trained state dict to load instead of training")
+    train: TrainSpec = Field(default_factory=_default_training, description="training protocol (from scratch)")
+    seed: int = Field(0, ge=0, description="seed of the initialisation")
+
+    @model_validator(mode="after")
+    def _shapes(self) -> ViTTinyParams:
+        if self.image_size % self.patch_size or self.hidden_dim % self.heads:
+            raise ValueError("image_size must be a multiple of patch_size, and hidden_dim of heads")
+        return self
+
+
+class ViTTiny(ModelSource):
+    """A small ViT (torchvision VisionTransformer) trained from scratch on the dataset (CPU, minutes)."""
+
+    Params = ViTTinyParams
+
+    def trains(self) -> bool:
+        return self.params.checkpoint is None
+
+    def check(self, dataset: Dataset) -> None:
+        if self.params.checkpoint:
+            read_state_dict(self.params.checkpoint)
+        elif self.params.train.dataset is None and "train" not in dataset.splits():
+            raise ConfigError(
+                f"vit_tiny trains on a train split and dataset {dataset.name!r} has none",
+                field="train.dataset",
+                fix="give params.train.dataset or a checkpoint",
+            )
+
+    def load(self, ctx: ModelContext) -> LoadedModel:
+        p = self.params
+        data = p.train.resolve_dataset(ctx.dataset) if not p.checkpoint else ctx.dataset
+        names = data.classes
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(p.seed)
+            net = VisionTransformer(p.image_size, p.patch_size, p.layers, p.heads, p.hidden_dim, p.mlp_dim,
+                                    num_classes=len(names))  # fmt: skip
+            torch.nn.init.normal_(net.heads.head.weight, std=0.02)  # torchvision zero-initialises the head
+        grid = p.image_size // p.patch_size
+        spec = ModelSpec(
+            num_classes=len(names),
+            class_names=names,
+            input_size=(p.image_size, p.image_size),
+            mean=(0.5, 0.5, 0.5),
+            std=(0.5, 0.5, 0.5),
+            target_layer=f"net.encoder.layers.encoder_layer_{p.layers - 1}.ln_1",
+            cam_format="tokens",
+            token_grid=(grid, grid),
+            prefix_tokens=1,
+        )
+        if p.checkpoint:
+            load_into(net, read_state_dict(p.checkpoint), p.checkpoint)
+            info = {"checkpoint": p.checkpoint}
+        else:
+            net, info = finetune_cached(net=net, spec=spec, dataset=data, spec_train=p.train, ctx=ctx,
+                                        key={"model": self.identity()}, name="vit_tiny")  # fmt: skip
+        return prepare(net, spec, ctx.device, {"architecture": "vit_tiny", **info})
