@@ -86,6 +86,10 @@ def in_shard(cells: list[Cell], shard: tuple[int, int] | None) -> list[Cell]:
     return [c for k, c in enumerate(cells) if k % n == i]
 
 
+def _identity_key(identity: dict[str, Any]) -> str:
+    return json.dumps(identity, sort_keys=True, default=str)
+
+
 def cell_complete(store: RunStore, cell: Cell, manifest: dict | None, sweeps: bool = False) -> bool:
     """Done when the cell file holds every planned metric, unchanged, and no errors. A sweep is
     done when all its variants are (known from the manifest once the model was loaded)."""
@@ -114,10 +118,12 @@ class Runner:
     # ------------------------------------------------------------ top level
 
     def run(self) -> RunResult:
-        cells = in_shard(build_plan(self.suite), self.options.shard)
+        plan = build_plan(self.suite)
+        cells = in_shard(plan, self.options.shard)
         preflight(self.suite, self.run_dir, keep_output=True, from_cli=self.options.output is not None)
         self.store.prepare()
         manifest = self._start_manifest(cells)
+        self._retire_superseded(plan, manifest)
         result = RunResult(self.run_dir)
         pending = [c for c in cells if self.options.force or not self._complete(c, manifest)]
         result.reused = [c.cell_id for c in cells if c not in pending]
@@ -141,6 +147,27 @@ class Runner:
                               attribution_cache_hits=result.cache_hits)  # fmt: skip
             self.store.write_manifest(manifest)
         return result
+
+    def _retire_superseded(self, plan: list[Cell], manifest: dict[str, Any]) -> None:
+        """Cells of an earlier version of the suite in this run directory (another dataset
+        parameter, a removed explainer) are moved to superseded/, so the summary holds this suite only."""
+        keep = {cell.cell_id for cell in plan}
+        for cell in plan:
+            keep.update(variant(cell, v).cell_id for v in manifest.get("sweeps", {}).get(cell.cell_id, []))
+        # variants of a sweep interrupted before the manifest learnt them: kept when their parent is planned
+        parents = {_identity_key(cell.identity) for cell in plan}
+        for path in self.store.cells_dir.glob("*.parquet"):
+            if path.stem in keep:
+                continue
+            identity = (self.store.cell_metadata(path.stem) or {}).get("cell", {})
+            if "variant" in identity and _identity_key({k: v for k, v in identity.items() if k != "variant"}) in parents:
+                keep.add(path.stem)
+        retired = self.store.retire(keep)
+        for cell_id in retired:
+            manifest["cells"].pop(cell_id, None)
+        if retired:
+            self.log(f"moved {len(retired)} cell(s) of an earlier version of the suite to {self.run_dir}/superseded/")
+            self.store.write_manifest(manifest)
 
     def _executor(self):
         spec = WorkerSpec(

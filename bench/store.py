@@ -187,6 +187,22 @@ class RunStore:
         for folder in (self.root, self.cells_dir, self.curves_dir, self.predictions_dir):
             atomic.remove_stale_temporaries(folder)
 
+    def retire(self, keep: set[str]) -> list[str]:
+        """Move cell files (with their curves and gallery maps) whose id is not in ``keep`` to
+        ``superseded/``: results of an earlier version of the suite must not mix with this one's
+        in the summary, yet nothing computed is deleted. Returns the retired cell ids."""
+        from bench.gallery import GALLERY_DIR
+
+        retired = sorted(p.stem for p in _parquet_files(self.cells_dir) if p.stem not in keep)
+        for cell_id in retired:
+            for folder in (self.cells_dir, self.curves_dir, self.root / GALLERY_DIR):
+                path = folder / f"{cell_id}.parquet"
+                if path.exists():
+                    dest = self.root / "superseded" / folder.name / path.name
+                    dest.parent.mkdir(parents=True, exist_ok=True)
+                    os.replace(path, dest)
+        return retired
+
     # ------------------------------------------------------------ cells
 
     def cell_path(self, cell_id: str) -> Path:

@@ -49,3 +49,34 @@ def test_leaderboard_ranks_every_explainer_on_every_metric(quickstart: Path) -> 
     assert ranks[("iou", "gradcam")] == 1 and ranks[("insertion", "gradcam")] == 1
     text = (quickstart / "leaderboard.md").read_text()
     assert "## Explainers" in text and "deletion ↓" in text and "## Cost and faithfulness" in text
+
+
+def test_a_fresh_run_matches_the_kept_reference(quickstart: Path, tmp_path: Path) -> None:
+    """reports/quickstart is the reference `xbench compare` gates on: a fresh run must not regress against it."""
+    report = tmp_path / "compare.json"
+    assert main(["compare", str(ROOT / "reports" / "quickstart"), str(quickstart), "--json", str(report)]) == 0
+    result = json.loads(report.read_text())
+    assert not result["regressed"] and not result["only_baseline"] and not result["only_new"]
+    gradcam = {d["metric"]: d for d in result["diffs"] if d["explainer"] == "gradcam"}
+    assert gradcam["iou"]["n_paired"] == 200 and gradcam["iou"]["verdict"] in {"unchanged", "improvement"}
+
+
+def test_compare_catches_a_sign_bug_in_gradcam(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A plausible bug (Grad-CAM weights with the wrong sign) must fail the comparison with the reference."""
+    import yaml
+
+    from bench.explainers.cam import GradCAM
+
+    suite = yaml.safe_load((ROOT / "suites" / "quickstart.yaml").read_text())
+    suite["explainers"] = ["gradcam"]
+    path = tmp_path / "quickstart.yaml"
+    path.write_text(yaml.safe_dump(suite))
+    monkeypatch.setattr(GradCAM, "weigh", lambda self, a, g: -g.mean((2, 3), keepdim=True))
+    out = tmp_path / "broken"
+    assert main(["run", str(path), "--output", str(out), "--no-progress", "--no-cache"]) == 0
+    report = tmp_path / "compare.json"
+    assert main(["compare", str(ROOT / "reports" / "quickstart"), str(out), "--json", str(report)]) == 1
+    result = json.loads(report.read_text())
+    regressed = {d["metric"] for d in result["diffs"] if d["verdict"] == "regression"}
+    assert {d["explainer"] for d in result["diffs"] if d["verdict"] == "regression"} == {"gradcam"}
+    assert {"iou", "deletion", "insertion"} <= regressed

@@ -106,6 +106,23 @@ def test_adding_a_metric_recomputes_only_what_changed(tiny_run: Path, tmp_path: 
     assert len(df) == 3 * 16 * 8 and df.duplicated(KEY).sum() == 0  # 7 outputs + iou_half
 
 
+def test_changing_the_suite_retires_cells_of_its_earlier_version(tiny_run: Path, tmp_path: Path) -> None:
+    """Cells the suite no longer plans (an explainer dropped, another seed) leave the results, not the disk."""
+    import shutil
+
+    out = tmp_path / "copy"
+    shutil.copytree(tiny_run, out)
+    before = {p.name for p in (out / "cells").glob("*.parquet")}
+    suite = load_suite(write_suite(tmp_path, tiny_suite(output=str(out), explainers=["saliency", "gradcam"], seed=1)))
+    result = Runner(suite, RunOptions(progress=False)).run()
+    assert len(result.computed) == 2 and not result.reused  # the seed changed every cell's identity
+    assert {p.name for p in (out / "superseded" / "cells").glob("*.parquet")} == before
+    df = read_results(out)
+    assert set(df["explainer"]) == {"saliency", "gradcam"} and len(df) == 2 * 16 * 7
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert set(manifest["cells"]) == {p.stem for p in (out / "cells").glob("*.parquet")}
+
+
 def test_same_seed_gives_identical_results(tiny_run: Path, tmp_path: Path) -> None:
     path = write_suite(tmp_path, tiny_suite(output=str(tmp_path / "again")))
     assert _run(path) == 0
