@@ -160,7 +160,8 @@ class Runner:
             if path.stem in keep:
                 continue
             identity = (self.store.cell_metadata(path.stem) or {}).get("cell", {})
-            if "variant" in identity and _identity_key({k: v for k, v in identity.items() if k != "variant"}) in parents:
+            parent = {k: v for k, v in identity.items() if k != "variant"}
+            if "variant" in identity and _identity_key(parent) in parents:
                 keep.add(path.stem)
         retired = self.store.retire(keep)
         for cell_id in retired:
