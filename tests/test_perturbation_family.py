@@ -316,3 +316,24 @@ def test_batches_seeds_and_passes(cnn: LoadedModel, name: str) -> None:
     assert not torch.allclose(other, whole)  # LIME, KernelSHAP: other draws; occlusion: another noise baseline
     if name != "occlusion":
         assert counted.forward_images / 8 == explainer.passes().forward
+
+
+def test_auto_forward_batch_is_bounded_by_image_size() -> None:
+    """``forward_batch: auto`` keeps about 4M input values per forward on a CPU, between 1 and 256 images."""
+    from bench.explainers.base import forward_batch_size
+
+    assert forward_batch_size("auto", torch.zeros(2, 3, 224, 224)) == 2**22 // (3 * 224 * 224) == 27
+    assert forward_batch_size("auto", torch.zeros(2, 3, 32, 32)) == 256
+    assert forward_batch_size("auto", torch.zeros(1, 3, 2048, 2048)) == 1
+    assert forward_batch_size(5, torch.zeros(2, 3, 224, 224)) == 5
+    assert Occlusion.Params().forward_batch == "auto"
+    with pytest.raises(ValueError):
+        Occlusion.Params(forward_batch=0)
+
+
+def test_occlusion_auto_forward_batch_equals_explicit(cnn: LoadedModel) -> None:
+    x, target, seeds = _inputs(4)
+    params = {"window": 5, "stride": 3, "baseline": "blur", "reduce": "sum"}
+    auto = Occlusion(Occlusion.Params(**params)).explain(cnn, x, target, seeds)
+    explicit = Occlusion(Occlusion.Params(forward_batch=3, **params)).explain(cnn, x, target, seeds)
+    torch.testing.assert_close(auto, explicit, rtol=1e-5, atol=1e-6)

@@ -32,7 +32,7 @@ from captum.attr import Occlusion as CaptumOcclusion
 from pydantic import Field
 from torch.utils.data import DataLoader, TensorDataset
 
-from bench.explainers.base import Explainer, ReduceFields, Reduction, reduce_channels
+from bench.explainers.base import Explainer, ForwardBatch, ReduceFields, Reduction, forward_batch_size, reduce_channels
 from bench.explainers.superpixels import SegmentationFields, segment
 from bench.perturb import BaselineFields, make_baseline
 from bench.seeding import stable_hash
@@ -44,7 +44,9 @@ REFERENCE_SIDE = 224  # image side assumed by Occlusion's pass estimate (passes(
 class OcclusionParams(ReduceFields, BaselineFields):
     window: int = Field(8, ge=1, le=4096, description="side of the square occluding patch, in pixels")
     stride: int = Field(4, ge=1, le=4096, description="step between patch positions, in pixels")
-    forward_batch: int = Field(256, ge=1, description="occluded images per forward pass (memory bound)")
+    forward_batch: ForwardBatch = Field(
+        "auto", description="occluded images per forward pass, or auto (bounded by the image size and device)"
+    )
     reduce: Reduction = Field(
         "mean", description="channel reduction (every channel holds the same score drop; mean keeps its units)"
     )
@@ -78,7 +80,7 @@ class Occlusion(Explainer):
             strides=(c, p.stride, p.stride),
             baselines=make_baseline(x, p, seeds),
             target=target,
-            perturbations_per_eval=max(1, p.forward_batch // n),
+            perturbations_per_eval=max(1, forward_batch_size(p.forward_batch, x) // n),
         )
         return reduce_channels(attr, p.reduce)
 
@@ -87,7 +89,9 @@ class SurrogateFields(ReduceFields, BaselineFields, SegmentationFields):
     """What LIME and KernelSHAP share: superpixels, samples, baseline and how weights become pixels."""
 
     n_samples: int = Field(500, ge=2, le=100_000, description="random superpixel on/off patterns per image")
-    forward_batch: int = Field(256, ge=1, description="perturbed images per forward pass (memory bound)")
+    forward_batch: ForwardBatch = Field(
+        "auto", description="perturbed images per forward pass, or auto (bounded by the image size and device)"
+    )
     spread: Literal["divide", "copy"] = Field(
         "divide",
         description="divide: a superpixel's weight is split evenly over its pixels (the map sums to the weights); "
@@ -219,7 +223,7 @@ class SurrogateExplainer(Explainer):
                     target=target[i : i + 1],
                     feature_mask=segments[i][None, None],
                     n_samples=p.n_samples,
-                    perturbations_per_eval=min(p.forward_batch, p.n_samples),
+                    perturbations_per_eval=min(forward_batch_size(p.forward_batch, x), p.n_samples),
                     return_input_shape=False,
                 )
             maps.append(paint(weights.flatten(), segments[i], p.spread))

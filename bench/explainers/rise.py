@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field, model_validator
 
-from bench.explainers.base import Explainer
+from bench.explainers.base import Explainer, ForwardBatch, forward_batch_size
 from bench.perturb import BaselineFields, make_baseline
 from bench.seeding import per_sample_rand
 from bench.types import LoadedModel, Passes
@@ -50,7 +50,9 @@ class RISEParams(BaselineFields):
     output: Literal["probability", "logit"] = Field(
         "probability", description="score of a masked image: softmax probability (the paper) or logit of the target"
     )
-    forward_batch: int = Field(256, ge=1, description="masked images per forward pass (memory bound)")
+    forward_batch: ForwardBatch = Field(
+        "auto", description="masked images per forward pass, or auto (bounded by the image size and device)"
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -139,8 +141,9 @@ class RISE(Explainer):
         grids, shifts = draw_masks(seeds, m, geom, p.p, device=x.device)
         baseline = make_baseline(x, p, seeds)
         saliency = torch.zeros(n, 1, *geom.size, device=x.device, dtype=torch.float32)
-        for start in range(0, n * m, p.forward_batch):
-            stop = min(start + p.forward_batch, n * m)
+        step = forward_batch_size(p.forward_batch, x)
+        for start in range(0, n * m, step):
+            stop = min(start + step, n * m)
             rows = torch.arange(start, stop, device=x.device)
             image, mask = rows // m, rows % m  # every (image, mask) pair once, in row-major order
             masks = render_masks(grids[image, mask], shifts[image, mask], geom)
