@@ -40,7 +40,11 @@ def test_every_study_has_a_page_and_a_stand_in() -> None:
         assert (ROOT / "suites" / "standin" / f"{name}.yaml").exists(), name
         page = ROOT / "docs" / "studies" / f"{name}.md"
         assert page.exists(), name
-        assert f"suites/{name}.yaml" in page.read_text()
+        text = page.read_text()
+        assert f"suites/{name}.yaml" in text and f"suites/standin/{name}.yaml" in text, name
+        assert "stand-in" in text.lower() and "## Results" in text, name
+        kept = ROOT / "reports" / name
+        assert (kept / "leaderboard.md").exists() and (kept / "results.parquet").exists(), name
 
 
 def test_readme_opens_with_the_two_commands() -> None:
