@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -152,7 +153,6 @@ class PartStore:
         return rows
 
     def clear(self, cell_id: str) -> None:
-        import shutil
 
         shutil.rmtree(self.root / cell_id, ignore_errors=True)
 
@@ -201,6 +201,13 @@ class RunStore:
                     dest = self.root / "superseded" / folder.name / path.name
                     dest.parent.mkdir(parents=True, exist_ok=True)
                     os.replace(path, dest)
+        if self.parts.root.is_dir():  # finished batches of unfinished cells the suite no longer plans
+            for folder in sorted(self.parts.root.iterdir()):
+                if folder.is_dir() and folder.name not in keep:
+                    dest = self.root / "superseded" / "parts" / folder.name
+                    dest.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.rmtree(dest, ignore_errors=True)
+                    os.replace(folder, dest)
         return retired
 
     # ------------------------------------------------------------ cells

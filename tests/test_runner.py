@@ -113,10 +113,13 @@ def test_changing_the_suite_retires_cells_of_its_earlier_version(tiny_run: Path,
     out = tmp_path / "copy"
     shutil.copytree(tiny_run, out)
     before = {p.name for p in (out / "cells").glob("*.parquet")}
+    (out / "parts" / "synthetic__small_cnn__lime__0123456789").mkdir(parents=True)  # an unfinished, unplanned cell
     suite = load_suite(write_suite(tmp_path, tiny_suite(output=str(out), explainers=["saliency", "gradcam"], seed=1)))
     result = Runner(suite, RunOptions(progress=False)).run()
     assert len(result.computed) == 2 and not result.reused  # the seed changed every cell's identity
     assert {p.name for p in (out / "superseded" / "cells").glob("*.parquet")} == before
+    assert (out / "superseded" / "parts" / "synthetic__small_cnn__lime__0123456789").is_dir()
+    assert not (out / "parts" / "synthetic__small_cnn__lime__0123456789").exists()
     df = read_results(out)
     assert set(df["explainer"]) == {"saliency", "gradcam"} and len(df) == 2 * 16 * 7
     manifest = json.loads((out / "manifest.json").read_text())
