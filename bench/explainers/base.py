@@ -22,16 +22,17 @@ class ReduceFields(Params):
     reduce: Reduction = Field("sum", description="channel reduction: sum|abs_sum|l2|max_abs|mean")
 
 
-# Values per forward batch that ``forward_batch: auto`` aims at: about 16 MB of float32 input on a CPU
-# (27 images at 224x224, where larger batches only thrash the caches), 128 MB on a GPU; at most 256 images.
-AUTO_BATCH_VALUES = {"cpu": 2**22, "cuda": 2**25}
+# Values per forward batch that ``forward_batch: auto`` aims at: about 4 MB of float32 input on a CPU
+# (6 images at 224x224: a ResNet-50 forward measured 35 ms per image at batch 4-8, 45 ms at 27 and
+# 53 ms at 64 on 2 cores), 128 MB on a GPU, where large batches pay; at most 256 images.
+AUTO_BATCH_VALUES = {"cpu": 2**20, "cuda": 2**25}
 ForwardBatch = Annotated[int, Field(ge=1)] | Literal["auto"]
 
 
 def forward_batch_size(setting: int | str, x: torch.Tensor) -> int:
     """Images per forward pass for perturbation methods: the setting, or for ``auto`` a size bounded
     by the values per batch that suit the device (measured: 256 images of 224x224 per forward made
-    occlusion, RISE and LIME twice as slow per image on a 2-core CPU as batches of a few dozen)."""
+    occlusion, RISE and LIME about twice as slow per image on a 2-core CPU as small batches)."""
     if setting != "auto":
         return int(setting)
     budget = AUTO_BATCH_VALUES["cuda" if x.device.type == "cuda" else "cpu"]

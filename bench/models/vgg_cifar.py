@@ -12,11 +12,9 @@ from pydantic import Field
 from torch import nn
 
 from bench.component import Params
-from bench.datasets.base import Dataset
-from bench.errors import ConfigError
-from bench.models.base import ModelContext, ModelSource, prepare
-from bench.models.checkpoints import load_into, read_state_dict
-from bench.models.finetune import TrainSpec, finetune_cached
+from bench.models.base import ModelContext, prepare
+from bench.models.finetune import TrainSpec
+from bench.models.scratch import TrainedFromScratch
 from bench.types import LoadedModel, ModelSpec
 
 CONFIG = (64, 64, "M", 128, 128, "M", 256, 256, "M")
@@ -56,27 +54,14 @@ class VGG13CifarParams(Params):
     seed: int = Field(0, ge=0, description="seed of the initialisation")
 
 
-class VGG13Cifar(ModelSource):
+class VGG13Cifar(TrainedFromScratch):
     """The layer-wise study's VGG13 for 32x32 inputs, trained from scratch on first use."""
 
     Params = VGG13CifarParams
 
-    def trains(self) -> bool:
-        return self.params.checkpoint is None
-
-    def check(self, dataset: Dataset) -> None:
-        if self.params.checkpoint:
-            read_state_dict(self.params.checkpoint)
-        elif self.params.train.dataset is None and "train" not in dataset.splits():
-            raise ConfigError(
-                f"vgg13_cifar trains on a train split and dataset {dataset.name!r} has none",
-                field="train.dataset",
-                fix="give params.train.dataset (e.g. cifar10 with its root) or a checkpoint",
-            )
-
     def load(self, ctx: ModelContext) -> LoadedModel:
         p = self.params
-        data = p.train.resolve_dataset(ctx.dataset) if not p.checkpoint else ctx.dataset
+        data = self.training_data(ctx)
         names = data.classes
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(p.seed)
@@ -85,17 +70,5 @@ class VGG13Cifar(ModelSource):
         spec = ModelSpec(
             num_classes=len(names), class_names=names, mean=MEAN, std=STD, target_layer=f"net.0.{last_relu}"
         )
-        if p.checkpoint:
-            load_into(net, read_state_dict(p.checkpoint), p.checkpoint)
-            info = {"checkpoint": p.checkpoint}
-        else:
-            net, info = finetune_cached(
-                net=net,
-                spec=spec,
-                dataset=data,
-                spec_train=p.train,
-                ctx=ctx,
-                key={"model": self.identity()},
-                name="vgg13_cifar",
-            )
+        net, info = self.trained(net, spec, data, ctx)
         return prepare(net, spec, ctx.device, {"architecture": "vgg13_cifar", **info})

@@ -14,11 +14,9 @@ from pydantic import Field, model_validator
 from torchvision.models import VisionTransformer
 
 from bench.component import Params
-from bench.datasets.base import Dataset
-from bench.errors import ConfigError
-from bench.models.base import ModelContext, ModelSource, prepare
-from bench.models.checkpoints import load_into, read_state_dict
-from bench.models.finetune import TrainSpec, finetune_cached
+from bench.models.base import ModelContext, prepare
+from bench.models.finetune import TrainSpec
+from bench.models.scratch import TrainedFromScratch
 from bench.types import LoadedModel, ModelSpec
 
 
@@ -46,27 +44,14 @@ class ViTTinyParams(Params):
         return self
 
 
-class ViTTiny(ModelSource):
+class ViTTiny(TrainedFromScratch):
     """A small ViT (torchvision VisionTransformer) trained from scratch on the dataset (CPU, minutes)."""
 
     Params = ViTTinyParams
 
-    def trains(self) -> bool:
-        return self.params.checkpoint is None
-
-    def check(self, dataset: Dataset) -> None:
-        if self.params.checkpoint:
-            read_state_dict(self.params.checkpoint)
-        elif self.params.train.dataset is None and "train" not in dataset.splits():
-            raise ConfigError(
-                f"vit_tiny trains on a train split and dataset {dataset.name!r} has none",
-                field="train.dataset",
-                fix="give params.train.dataset or a checkpoint",
-            )
-
     def load(self, ctx: ModelContext) -> LoadedModel:
         p = self.params
-        data = p.train.resolve_dataset(ctx.dataset) if not p.checkpoint else ctx.dataset
+        data = self.training_data(ctx)
         names = data.classes
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(p.seed)
@@ -85,10 +70,5 @@ class ViTTiny(ModelSource):
             token_grid=(grid, grid),
             prefix_tokens=1,
         )
-        if p.checkpoint:
-            load_into(net, read_state_dict(p.checkpoint), p.checkpoint)
-            info = {"checkpoint": p.checkpoint}
-        else:
-            net, info = finetune_cached(net=net, spec=spec, dataset=data, spec_train=p.train, ctx=ctx,
-                                        key={"model": self.identity()}, name="vit_tiny")  # fmt: skip
+        net, info = self.trained(net, spec, data, ctx)
         return prepare(net, spec, ctx.device, {"architecture": "vit_tiny", **info})
