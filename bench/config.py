@@ -304,7 +304,11 @@ def _to_config_error(
     messages: list[str] = []
     seen: set[str] = set()
     for err in exc.errors():
-        loc = tuple(p for p in err["loc"] if isinstance(p, int) or not _TYPE_TAG.match(str(p)))
+        raw = tuple(err["loc"])
+        if err["type"] == "extra_forbidden":  # the last element is the unknown key itself, even one named "none"
+            loc = tuple(p for p in raw[:-1] if isinstance(p, int) or not _TYPE_TAG.match(str(p))) + raw[-1:]
+        else:
+            loc = tuple(p for p in raw if isinstance(p, int) or not _TYPE_TAG.match(str(p)))
         full = prefix + loc
         known = next((full[:i] for i in range(len(full), -1, -1) if full[:i] in lines), ())
         line = lines.get(full if err["type"] != "missing" else known, lines.get(known))

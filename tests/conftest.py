@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 from pathlib import Path
 from typing import Any
@@ -56,7 +57,7 @@ def tiny_suite(**overrides: Any) -> dict[str, Any]:
         ],
     }
     suite.update(overrides)
-    return suite
+    return copy.deepcopy(suite)  # callers (the fuzz test) mutate it; the shared TINY_* dicts must not change
 
 
 def write_suite(folder: Path, suite: dict[str, Any], name: str = "suite.yaml") -> Path:

@@ -201,3 +201,13 @@ def test_exclude_rules(tmp_path: Path) -> None:
     assert "iou" not in cells[1].metrics and "iou" in cells[0].metrics
     with pytest.raises(ConfigError, match="at least one"):
         load_suite(write_suite(tmp_path, tiny_suite(exclude=[{}])))
+
+
+def test_unknown_key_that_looks_like_a_type_tag_is_named(tmp_path: Path) -> None:
+    """Found by the fuzz test: a key spelled like one of pydantic's union tags ("none", "int") crashed
+    the error renderer instead of being reported."""
+    suite = tiny_suite()
+    suite["none"] = None
+    with pytest.raises(ConfigError) as info:
+        load_suite(write_suite(tmp_path, suite))
+    assert "unknown key 'none'" in str(info.value) and "did you mean" not in str(info.value)
