@@ -197,3 +197,19 @@ def test_macro_f1_by_hand() -> None:
     assert q["accuracy"] == 0.75
     assert q["macro_f1"] == pytest.approx((2 / 3 + 0.8) / 2)
     assert q["macro_precision"] == pytest.approx((1 + 2 / 3) / 2) and q["macro_recall"] == pytest.approx(0.75)
+
+
+def test_vgg13_cifar_loads_a_checkpoint_instead_of_training(tmp_path: Path) -> None:
+    from bench.models.base import ModelContext
+    from bench.models.vgg_cifar import build_vgg13_cifar
+    from bench.registry import DATASETS, MODELS, load_builtin_components
+
+    load_builtin_components()
+    checkpoint = tmp_path / "vgg13.pt"
+    torch.save(build_vgg13_cifar(5).state_dict(), checkpoint)
+    data = DATASETS.get("synthetic")(DATASETS.get("synthetic").Params(size=32, train_size=10, test_size=10))
+    source = MODELS.get("vgg13_cifar")(MODELS.get("vgg13_cifar").Params(checkpoint=str(checkpoint)))
+    model = source.load(ModelContext(dataset=data, device=torch.device("cpu"), cache_dir=tmp_path))
+    assert not source.trains() and model.spec.target_layer == "net.0.13"  # the last ReLU of the features
+    assert model.module(torch.rand(2, 3, 32, 32)).shape == (2, 5)
+    assert model.info["checkpoint"] == str(checkpoint)

@@ -7,8 +7,10 @@ protocol; resumable), and refuse before any work a dataset without a train split
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
+import torch
 from torch import nn
 
 from bench.datasets.base import Dataset
@@ -34,6 +36,12 @@ class TrainedFromScratch(ModelSource):
                 field="train.dataset",
                 fix="give params.train.dataset (e.g. cifar10 with its root) or a checkpoint",
             )
+
+    def initialised(self, build: Callable[[], nn.Module]) -> nn.Module:
+        """``build()`` under the params' ``seed``, without touching the global random state."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.params.seed)
+            return build()
 
     def training_data(self, ctx: ModelContext) -> Dataset:
         """The dataset whose classes the model predicts: the training set, or the cell's."""

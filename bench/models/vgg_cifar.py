@@ -7,7 +7,6 @@ classifier 4096-1024-1024-10 with dropout 0.5. Trained on first use with the
 
 from __future__ import annotations
 
-import torch
 from pydantic import Field
 from torch import nn
 
@@ -63,9 +62,7 @@ class VGG13Cifar(TrainedFromScratch):
         p = self.params
         data = self.training_data(ctx)
         names = data.classes
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(p.seed)
-            net = build_vgg13_cifar(len(names), p.batch_norm)
+        net = self.initialised(lambda: build_vgg13_cifar(len(names), p.batch_norm))
         last_relu = max(i for i, m in enumerate(net[0]) if isinstance(m, nn.ReLU))
         spec = ModelSpec(
             num_classes=len(names), class_names=names, mean=MEAN, std=STD, target_layer=f"net.0.{last_relu}"

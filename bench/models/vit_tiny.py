@@ -53,11 +53,14 @@ class ViTTiny(TrainedFromScratch):
         p = self.params
         data = self.training_data(ctx)
         names = data.classes
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(p.seed)
-            net = VisionTransformer(p.image_size, p.patch_size, p.layers, p.heads, p.hidden_dim, p.mlp_dim,
+
+        def build() -> VisionTransformer:
+            vit = VisionTransformer(p.image_size, p.patch_size, p.layers, p.heads, p.hidden_dim, p.mlp_dim,
                                     num_classes=len(names))  # fmt: skip
-            torch.nn.init.normal_(net.heads.head.weight, std=0.02)  # torchvision zero-initialises the head
+            torch.nn.init.normal_(vit.heads.head.weight, std=0.02)  # torchvision zero-initialises the head
+            return vit
+
+        net = self.initialised(build)
         grid = p.image_size // p.patch_size
         spec = ModelSpec(
             num_classes=len(names),
