@@ -150,20 +150,18 @@ class Runner:
 
     def _retire_superseded(self, plan: list[Cell], manifest: dict[str, Any]) -> None:
         """Cells of an earlier version of the suite in this run directory (another dataset
-        parameter, a removed explainer) are moved to superseded/, so the summary holds this suite only."""
+        parameter, a removed explainer) are moved to superseded/, so the summary holds this suite only.
+        A sweep's variants are kept when their parent cell is planned: cell files by the parent identity
+        stored with them, unfinished parts by the parent's name (their variants may not be known yet)."""
         keep = {cell.cell_id for cell in plan}
-        for cell in plan:
-            keep.update(variant(cell, v).cell_id for v in manifest.get("sweeps", {}).get(cell.cell_id, []))
-        # variants of a sweep interrupted before the manifest learnt them: kept when their parent is planned
         parents = {_identity_key(cell.identity) for cell in plan}
         for path in self.store.cells_dir.glob("*.parquet"):
-            if path.stem in keep:
-                continue
-            identity = (self.store.cell_metadata(path.stem) or {}).get("cell", {})
+            identity = (self.store.cell_metadata(path.stem) or {}).get("cell", {}) if path.stem not in keep else {}
             parent = {k: v for k, v in identity.items() if k != "variant"}
             if "variant" in identity and _identity_key(parent) in parents:
                 keep.add(path.stem)
-        retired = self.store.retire(keep)
+        sweeps = tuple(f"{c.dataset}__{c.model}__{c.explainer}@" for c in plan if self._sweeps(c))
+        retired = self.store.retire(keep, sweep_prefixes=sweeps)
         for cell_id in retired:
             manifest["cells"].pop(cell_id, None)
         if retired:
@@ -194,8 +192,11 @@ class Runner:
             return not sys.stderr.isatty()
         return not self.options.progress
 
+    def _sweeps(self, cell: Cell) -> bool:
+        return self.suite.explainers[cell.explainer].sweeps()
+
     def _complete(self, cell: Cell, manifest: dict) -> bool:
-        return cell_complete(self.store, cell, manifest, self.suite.explainers[cell.explainer].sweeps())
+        return cell_complete(self.store, cell, manifest, self._sweeps(cell))
 
     def _n_batches(self, dk: str) -> int:
         """Batches of a dataset's sample (for the progress bar: unreadable images shorten it)."""

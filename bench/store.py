@@ -153,7 +153,6 @@ class PartStore:
         return rows
 
     def clear(self, cell_id: str) -> None:
-
         shutil.rmtree(self.root / cell_id, ignore_errors=True)
 
 
@@ -187,10 +186,12 @@ class RunStore:
         for folder in (self.root, self.cells_dir, self.curves_dir, self.predictions_dir):
             atomic.remove_stale_temporaries(folder)
 
-    def retire(self, keep: set[str]) -> list[str]:
+    def retire(self, keep: set[str], sweep_prefixes: tuple[str, ...] = ()) -> list[str]:
         """Move cell files (with their curves and gallery maps) whose id is not in ``keep`` to
         ``superseded/``: results of an earlier version of the suite must not mix with this one's
-        in the summary, yet nothing computed is deleted. Returns the retired cell ids."""
+        in the summary, yet nothing computed is deleted. Unfinished parts go too, unless they are
+        in ``keep`` or belong to a planned sweep (their names start with one of ``sweep_prefixes``).
+        Returns the retired cell ids."""
         from bench.gallery import GALLERY_DIR
 
         retired = sorted(p.stem for p in _parquet_files(self.cells_dir) if p.stem not in keep)
@@ -203,7 +204,7 @@ class RunStore:
                     os.replace(path, dest)
         if self.parts.root.is_dir():  # finished batches of unfinished cells the suite no longer plans
             for folder in sorted(self.parts.root.iterdir()):
-                if folder.is_dir() and folder.name not in keep:
+                if folder.is_dir() and folder.name not in keep and not folder.name.startswith(sweep_prefixes):
                     dest = self.root / "superseded" / "parts" / folder.name
                     dest.parent.mkdir(parents=True, exist_ok=True)
                     shutil.rmtree(dest, ignore_errors=True)

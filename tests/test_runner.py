@@ -126,6 +126,22 @@ def test_changing_the_suite_retires_cells_of_its_earlier_version(tiny_run: Path,
     assert set(manifest["cells"]) == {p.stem for p in (out / "cells").glob("*.parquet")}
 
 
+def test_unfinished_parts_of_a_planned_sweep_survive_retirement(tmp_path: Path) -> None:
+    """An interrupted sweep's variants are not in the manifest yet: their parts must stay to resume."""
+    from bench.plan import build_plan
+
+    out = tmp_path / "run"
+    explainers = [{"name": "gradcam", "params": {"layer": "all_conv"}}]
+    suite = load_suite(write_suite(tmp_path, tiny_suite(output=str(out), explainers=explainers)))
+    variant_parts = out / "parts" / "synthetic__small_cnn__gradcam@net.features.0__0123456789"
+    stale_parts = out / "parts" / "synthetic__small_cnn__saliency__0123456789"
+    variant_parts.mkdir(parents=True)
+    stale_parts.mkdir(parents=True)
+    Runner(suite, RunOptions(progress=False))._retire_superseded(build_plan(suite), {"cells": {}})
+    assert variant_parts.is_dir() and not stale_parts.exists()
+    assert (out / "superseded" / "parts" / stale_parts.name).is_dir()
+
+
 def test_same_seed_gives_identical_results(tiny_run: Path, tmp_path: Path) -> None:
     path = write_suite(tmp_path, tiny_suite(output=str(tmp_path / "again")))
     assert _run(path) == 0
