@@ -64,6 +64,7 @@ class AttributionCache:
     def __init__(self, root: Path):
         self.root = Path(root)
         self.corrupt = 0  # entries found unreadable (and deleted) since creation
+        self.failed_writes = 0  # entries that could not be written (e.g. a full disk)
 
     def folder(self, key: CacheKey) -> Path:
         return self.root / key.model / key.explainer / key.data
@@ -112,12 +113,17 @@ class AttributionCache:
         attributions: np.ndarray,
         costs: dict,
     ) -> None:
-        """Store one entry per sample (attribution (1, H, W) float32 and its costs)."""
+        """Store one entry per sample (attribution (1, H, W) float32 and its costs). The cache is an
+        optimisation: a write that fails (a full disk) is skipped, never an error of the cell."""
         for i, (sample_id, seed, target) in enumerate(zip(sample_ids, seeds, targets, strict=True)):
             buffer = io.BytesIO()
             values = {k: np.float64(np.asarray(costs[k])[i]) for k in COST_KEYS}
             np.savez(buffer, attribution=np.asarray(attributions[i], dtype=np.float32), **values)
-            atomic.write_bytes(self._path(key, sample_id, seed, target), buffer.getvalue())
+            try:
+                atomic.write_bytes(self._path(key, sample_id, seed, target), buffer.getvalue())
+            except OSError:
+                self.failed_writes += 1
+                return
 
     # ------------------------------------------------------------ maintenance
 

@@ -5,94 +5,52 @@ is there, else from the explainer (timed, with its model passes counted and
 its peak memory measured), and are then cached. Non-finite attributions become
 error rows for their samples; every metric scores the same attributions; an
 exception in the explainer or a metric becomes error rows for that batch and
-the cell goes on. Finished batches are kept as parts, so an interrupted cell
-resumes where it stopped. An out-of-memory error halves the batch and retries
+the cell goes on. Each finished batch is yielded as an event (the driver keeps
+it as a part, so an interrupted cell resumes where it stopped); batches already
+on disk are skipped. An out-of-memory error halves the batch and retries
 (results are batch invariant, so the numbers do not change).
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import time
-import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from bench.attribution_cache import AttributionCache, CacheKey
+from bench.cards import MetricCard
 from bench.cost import PassCounter, PeakMemory
 from bench.errors import XbenchError
 from bench.explainers.base import Explainer, ExplainerContext
-from bench.group import Group, has_target
-from bench.metrics.base import Metric, MetricInput, output_name
+from bench.group import Group
+from bench.guards import Backoff, error_text, timed
+from bench.metrics.base import Metric, MetricInput, Scores
 from bench.plan import Cell
 from bench.seeding import short_digest
-from bench.store import CellRows, PartStore
+from bench.store.schema import CellColumns, CellRows, SampleColumns
+from bench.tasks import BatchDone, CellDone, add_status, metric_columns
 from bench.types import Batch, LoadedModel
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def error_text(exc: BaseException) -> str:
-    """One line: the error and where it happened."""
-    frame = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
-    place = f" (at {Path(frame.filename).name}:{frame.lineno})" if frame else ""
-    text = exc.render() if isinstance(exc, XbenchError) else f"{type(exc).__name__}: {exc}"
-    return text + place
-
-
-def timed(fn: Callable[[], torch.Tensor], device: torch.device) -> tuple[torch.Tensor, float]:
-    """Run ``fn`` and return (result, seconds): CUDA events around it on GPU, wall clock on CPU."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        out = fn()
-        end.record()
-        torch.cuda.synchronize(device)
-        return out, start.elapsed_time(end) / 1000.0
-    begin = time.perf_counter()
-    out = fn()
-    return out, time.perf_counter() - begin
-
-
-def is_oom(exc: BaseException) -> bool:
-    return isinstance(exc, torch.cuda.OutOfMemoryError) or (
-        isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
-    )
-
-
-def with_backoff(fn: Callable[[list[int]], Any], n: int, join: Callable[[list[Any]], Any]) -> Any:
-    """``fn(positions)`` on all ``n`` positions; on out-of-memory, on halves (recursively), joined."""
-
-    def attempt(positions: list[int]) -> Any:
-        try:
-            return fn(positions)
-        except Exception as exc:
-            if not is_oom(exc) or len(positions) == 1:
-                raise
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-            half = len(positions) // 2
-            return join([attempt(positions[:half]), attempt(positions[half:])])
-
-    return attempt(list(range(n)))
-
-
 @dataclass
 class CellSettings:
-    """What the cell executor needs from the suite and the run."""
+    """What the cell executor needs from the run."""
 
-    suite_name: str
-    run_id: str
     seed: int
     device: torch.device
     warmup: bool = True
     precision: str = "fp32"
+
+
+def batch_key(samples: list[SampleColumns]) -> str:
+    """The name of a batch's part: a digest of its sample ids."""
+    return short_digest([s.sample_id for s in samples], 16)
 
 
 class CellExecutor:
@@ -100,83 +58,64 @@ class CellExecutor:
         self,
         settings: CellSettings,
         metrics: dict[str, Metric],
+        cards: dict[str, MetricCard],
         *,
         cache: AttributionCache | None = None,
-        parts: PartStore | None = None,
         gallery_ids: set[str] | None = None,
         log: Callable[[str], None] = print,
+        should_stop: Callable[[], bool] = lambda: False,
     ):
         self.s = settings
         self.metrics = metrics
+        self.cards = cards
         self.cache = cache
-        self.parts = parts
         self.gallery_ids = gallery_ids or set()
         self.log = log
+        self.should_stop = should_stop
         self.cache_hits = 0
-
-    # ------------------------------------------------------------ rows
-
-    def rows_for(self, cell: Cell, explainer: Explainer) -> CellRows:
-        return CellRows(
-            constants={
-                "suite": self.s.suite_name,
-                "run_id": self.s.run_id,
-                "cell_id": cell.cell_id,
-                "dataset": cell.dataset,
-                "model": cell.model,
-                "explainer": cell.explainer,
-                "explainer_name": explainer.name,
-                "explainer_version": explainer.version,
-                "explainer_params": json.dumps(explainer.params.model_dump(mode="json"), sort_keys=True),
-            }
-        )
-
-    def metric_columns(self, metric_key: str, output: str) -> dict[str, Any]:
-        metric = self.metrics[metric_key]
-        return {
-            "metric": output_name(metric_key, output),
-            "metric_name": metric.name,
-            "metric_version": metric.version,
-            "metric_params": json.dumps(metric.params.model_dump(mode="json"), sort_keys=True),
-            "higher_is_better": metric.outputs[output].higher_is_better,
-        }
-
-    def add_status(
-        self, rows: CellRows, metric_keys: tuple[str, ...], samples: list[dict], message: str, status: str
-    ) -> None:
-        """NaN rows for every output of the metrics and samples, with the status and the reason."""
-        for metric_key in metric_keys:
-            for output in self.metrics[metric_key].outputs:
-                columns = self.metric_columns(metric_key, output)
-                for sample in samples:
-                    rows.add(columns, sample, float("nan"), status, message)
+        self.backoff = Backoff()
 
     # ------------------------------------------------------------ the cell
 
     def run(
-        self, cell: Cell, explainer: Explainer, group: Group, cache_key: CacheKey | None, tick: Callable[[], None]
-    ) -> CellRows:
-        rows = self.rows_for(cell, explainer)
+        self,
+        cell: Cell,
+        columns: CellColumns,
+        explainer: Explainer,
+        group: Group,
+        cache_key: CacheKey | None,
+        finished: set[str],
+    ) -> Iterator[BatchDone | CellDone]:
+        """Yield each batch of ``cell`` (those in ``finished`` as already on disk), then CellDone.
+        Stops early, without CellDone, when ``should_stop`` says so (between batches)."""
+        begin, hits, halvings = time.perf_counter(), self.cache_hits, self.backoff.halvings
+        cards = [self.cards[k] for k in cell.metrics]
         reason = explainer.supports(group.model)
-        fatal = None if reason is not None else self._prepare(explainer, group)
-        if reason is None and fatal is None and self.s.warmup:
+        todo = any(batch_key(group.sample_columns(p)) not in finished for p in group.positions())
+        fatal = None if reason is not None or not todo else self._prepare(explainer, group)
+        if reason is None and fatal is None and todo and self.s.warmup:
             fatal = self._warmup(explainer, group, cache_key)
-        for positions, batch in group.batches(self.s.device):
+        keys = []
+        for positions in group.positions():
+            if self.should_stop():
+                return
             samples = group.sample_columns(positions)
-            part_key = short_digest([s["sample_id"] for s in samples], 16)
-            if self.parts is not None and (done := self.parts.read(cell.cell_id, part_key)) is not None:
-                rows.extend(done)  # finished before an interruption
-            elif reason is not None or fatal is not None:
-                status = "skipped" if reason is not None else "error"
-                self.add_status(rows, cell.metrics, samples, reason or fatal, status)
-            else:
-                part = self.rows_for(cell, explainer)
-                fatal = self._run_batch(cell, explainer, group.model, batch, samples, part, cache_key)
-                if self.parts is not None and fatal is None:
-                    self.parts.write(cell.cell_id, part_key, part)
-                rows.extend(part)
-            tick()
-        return rows
+            key = batch_key(samples)
+            keys.append(key)
+            if key in finished:
+                yield BatchDone(cell, key, None)
+                continue
+            rows = CellRows(columns)
+            if reason is not None or fatal is not None:
+                add_status(rows, cards, samples, reason or fatal or "", "skipped" if reason is not None else "error")
+                yield BatchDone(cell, key, rows, persist=reason is not None)
+                continue
+            batch = group.batch(positions, self.s.device)
+            fatal = self._run_batch(cell, explainer, group.model, batch, samples, rows, cache_key)
+            yield BatchDone(cell, key, rows, persist=fatal is None and rows.count("error") == 0)
+        yield CellDone(
+            cell, keys, time.perf_counter() - begin, self.cache_hits - hits, self.backoff.halvings - halvings
+        )
 
     def _prepare(self, explainer: Explainer, group: Group) -> str | None:
         ctx = ExplainerContext(
@@ -193,24 +132,24 @@ class CellExecutor:
         return None
 
     def _warmup(self, explainer: Explainer, group: Group, cache_key: CacheKey | None) -> str | None:
-        """One untimed call on two images (lazy initialisation, allocator warm-up), unless the
-        cell's attributions are all cached. A configuration error found here fails the cell."""
+        """One untimed call on two images (lazy initialisation, allocator warm-up). A configuration
+        error found here fails the cell."""
         _, first = next(iter(group.batches(self.s.device)))
         columns = group.sample_columns(range(len(first)))
-        targeted = has_target(columns)[:2]
+        targeted = [j for j, c in enumerate(columns) if c.no_target_reason is None][:2]
         if not targeted:
             return None
         head = first.select(targeted)
         try:
             with self._autocast():
-                explainer.explain(group.model, head.x, head.target, [columns[j]["seed"] for j in targeted])
+                explainer.explain(group.model, head.x, head.target, [columns[j].seed or 0 for j in targeted])
         except XbenchError as exc:
             return error_text(exc)
         except Exception:  # noqa: BLE001 - per-batch handling will record it precisely
             return None
         return None
 
-    def _autocast(self) -> contextlib.AbstractContextManager:
+    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
         dtype = PRECISIONS[self.s.precision]
         if dtype is None:
             return contextlib.nullcontext()
@@ -219,12 +158,17 @@ class CellExecutor:
     # ------------------------------------------------------------ a batch
 
     def _attributions(
-        self, explainer: Explainer, model: LoadedModel, batch: Batch, samples: list[dict], key: CacheKey | None
+        self,
+        explainer: Explainer,
+        model: LoadedModel,
+        batch: Batch,
+        samples: list[SampleColumns],
+        key: CacheKey | None,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """(attributions, per-image cost): from the cache when every sample is there, else explained."""
-        ids = [s["sample_id"] for s in samples]
-        seeds = [s["seed"] for s in samples]
-        targets = [s["target"] for s in samples]
+        ids = [s.sample_id or "" for s in samples]
+        seeds = [s.seed or 0 for s in samples]
+        targets = [s.target if s.target is not None else -1 for s in samples]
         if self.cache is not None and key is not None:
             hit = self.cache.get(key, ids, seeds, targets)
             if hit is not None:
@@ -246,10 +190,10 @@ class CellExecutor:
             }
             return attr.float(), cost
 
-        def join(parts: list[tuple[torch.Tensor, dict]]) -> tuple[torch.Tensor, dict]:
+        def join(parts: list[tuple[torch.Tensor, dict[str, torch.Tensor]]]) -> tuple[torch.Tensor, dict[str, Any]]:
             return torch.cat([p[0] for p in parts]), {k: torch.cat([p[1][k] for p in parts]) for k in parts[0][1]}
 
-        attr, cost = with_backoff(explain, len(samples), join)
+        attr, cost = self.backoff(explain, len(samples), join)
         if self.cache is not None and key is not None and torch.isfinite(attr).all():
             self.cache.put(
                 key, ids, seeds, targets, attr.detach().cpu().numpy(), {k: v.numpy() for k, v in cost.items()}
@@ -262,15 +206,16 @@ class CellExecutor:
         explainer: Explainer,
         model: LoadedModel,
         batch: Batch,
-        samples: list[dict],
+        samples: list[SampleColumns],
         rows: CellRows,
         key: CacheKey | None,
     ) -> str | None:
         """Explain and score one batch; returns an error text that should stop the cell, if any."""
-        targeted = has_target(samples)
-        untargeted = [samples[j] for j in range(len(samples)) if j not in set(targeted)]
-        for sample in untargeted:
-            self.add_status(rows, cell.metrics, [sample], sample["no_target_reason"], "skipped")
+        cards = [self.cards[k] for k in cell.metrics]
+        for sample in samples:
+            if sample.no_target_reason is not None:
+                add_status(rows, cards, [sample], sample.no_target_reason, "skipped")
+        targeted = [j for j, s in enumerate(samples) if s.no_target_reason is None]
         if not targeted:
             return None
         if len(targeted) != len(samples):
@@ -279,14 +224,14 @@ class CellExecutor:
             attr, cost = self._attributions(explainer, model, batch, samples, key)
         except Exception as exc:  # noqa: BLE001 - recorded as rows, the run goes on
             message = error_text(exc)
-            self.add_status(rows, cell.metrics, samples, message, "error")
+            add_status(rows, cards, samples, message, "error")
             return message if isinstance(exc, XbenchError) else None
         finite = torch.isfinite(attr.flatten(1)).all(dim=1).cpu()
         for j, sample in enumerate(samples):
-            if sample["sample_id"] in self.gallery_ids and finite[j]:
-                rows.gallery.append((sample["sample_id"], attr[j, 0].detach().cpu().numpy()))
+            if sample.sample_id in self.gallery_ids and finite[j]:
+                rows.gallery.append((sample.sample_id, attr[j, 0].detach().cpu().numpy()))
         bad = [samples[i] for i in range(len(samples)) if not finite[i]]
-        self.add_status(rows, cell.metrics, bad, "explainer returned non-finite attributions", "error")
+        add_status(rows, cards, bad, "explainer returned non-finite attributions", "error")
         keep = finite.nonzero().squeeze(1).tolist()
         if keep:
             whole = len(keep) == len(samples)
@@ -306,12 +251,12 @@ class CellExecutor:
         batch: Batch,
         attr: torch.Tensor,
         cost: dict[str, torch.Tensor],
-        samples: list[dict],
+        samples: list[SampleColumns],
         rows: CellRows,
     ) -> None:
-        metric = self.metrics[metric_key]
+        metric, card = self.metrics[metric_key], self.cards[metric_key]
 
-        def score(positions: list[int]):
+        def score(positions: list[int]) -> Scores:
             whole = len(positions) == len(samples)
             with self._autocast():
                 return metric.score(
@@ -319,41 +264,64 @@ class CellExecutor:
                         model=model,
                         batch=batch if whole else batch.select(positions),
                         attributions=attr if whole else attr[positions],
-                        seeds=[samples[i]["seed"] for i in positions],
+                        seeds=[samples[i].seed or 0 for i in positions],
                         explainer=explainer,
                         cost={k: v if whole else v[positions] for k, v in cost.items()},
                     )
                 )
 
         try:
-            scores = with_backoff(score, len(samples), _join_scores)
+            scores = self.backoff(score, len(samples), join_scores)
         except Exception as exc:  # noqa: BLE001 - a failing metric fails its rows only
-            self.add_status(rows, (metric_key,), samples, error_text(exc), "error")
+            add_status(rows, [card], samples, error_text(exc), "error")
             return
-        reasons = scores.reasons or [None] * len(samples)
-        for output, values in scores.values.items():
-            columns = self.metric_columns(metric_key, output)
-            for sample, value, reason in zip(samples, values.detach().double().cpu().tolist(), reasons, strict=True):
-                nan = value != value
-                rows.add(columns, sample, value, "nan" if nan else "ok", (reason or "undefined") if nan else None)
-        for output, curves in scores.curves.items():
-            name = output_name(metric_key, output)
-            for sample, curve in zip(samples, curves.detach().float().cpu().tolist(), strict=True):
-                rows.add_curve(name, sample["sample_id"], curve)
+        record(rows, card, samples, scores)
 
 
-def _join_scores(parts: list[Any]) -> Any:
+def record(rows: CellRows, card: MetricCard, samples: list[SampleColumns], scores: Scores) -> None:
+    """Rows (and curves) of one metric's scores: ok, degenerate (the declared "no answer" value),
+    or nan (undefined), each non-ok row with its reason."""
+    n = len(samples)
+    reasons = scores.reasons or [None] * n
+    degenerate = scores.degenerate.tolist() if scores.degenerate is not None else [False] * n
+    prefix = card.key
+    for columns in metric_columns(card):
+        output = columns.metric[len(prefix) + 1 :] if columns.metric != prefix else ""
+        values = scores.values[output].detach().double().cpu().tolist()
+        for sample, value, reason, flag in zip(samples, values, reasons, degenerate, strict=True):
+            if flag:
+                status, message = "degenerate", reason or "the attribution gives no answer"
+            elif value != value:
+                status, message = "nan", reason or "undefined"
+            else:
+                status, message = "ok", None
+            rows.add(columns, sample, value, status, message)
+    for output, curves in scores.curves.items():
+        name = prefix if output == "" else f"{prefix}.{output}"
+        for sample, curve in zip(samples, curves.detach().float().cpu().tolist(), strict=True):
+            rows.add_curve(name, sample.sample_id or "", curve)
+
+
+def join_scores(parts: list[Scores]) -> Scores:
     """Concatenate the Scores of two halves of a batch (after an out-of-memory back-off)."""
-    from bench.metrics.base import Scores
-
     first = parts[0]
+
+    def size(p: Scores) -> int:
+        return len(next(iter(p.values.values())))
+
     reasons = None
     if any(p.reasons for p in parts):
-        reasons = [r for p in parts for r in (p.reasons or [None] * len(next(iter(p.values.values()))))]
+        reasons = [r for p in parts for r in (p.reasons or [None] * size(p))]
+    degenerate = None
+    if any(p.degenerate is not None for p in parts):
+        degenerate = torch.cat(
+            [p.degenerate if p.degenerate is not None else torch.zeros(size(p), dtype=torch.bool) for p in parts]
+        )
     return Scores(
         values={k: torch.cat([p.values[k] for p in parts]) for k in first.values},
         curves={k: _cat_curves([p.curves[k] for p in parts]) for k in first.curves},
         reasons=reasons,
+        degenerate=degenerate,
     )
 
 

@@ -8,14 +8,16 @@ internal error (a bug: rerun with --debug for the traceback).
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from tabulate import tabulate
 
 from bench import __version__
-from bench.errors import XbenchError
+from bench.errors import RunInterrupted, XbenchError
 
 EXIT_OK, EXIT_CELL_ERRORS, EXIT_BAD_INPUT, EXIT_INTERNAL = 0, 1, 2, 3
 
@@ -23,11 +25,9 @@ EXIT_OK, EXIT_CELL_ERRORS, EXIT_BAD_INPUT, EXIT_INTERNAL = 0, 1, 2, 3
 def _cmd_run(args: argparse.Namespace) -> int:
     from bench.config import load_suite
     from bench.leaderboard import build_leaderboard
-    from bench.runner import Runner, RunOptions
+    from bench.runner import Runner, RunOptions, parse_shard
 
     suite = load_suite(args.suite)
-    from bench.runner import parse_shard
-
     options = RunOptions(
         output=Path(args.output) if args.output else None,
         run_id=args.run_id,
@@ -39,6 +39,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         retries=args.retries,
         shard=parse_shard(args.shard) if args.shard else None,
         cache_attributions=not args.no_cache,
+        wait=args.wait,
     )
     runner = Runner(suite, options)
     result = runner.run()
@@ -46,15 +47,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
     print(text)
     print(
         f"{len(result.computed)} cell(s) computed, {len(result.reused)} reused; results in {result.run_dir}/ "
-        f"(leaderboard.md, cells/*.parquet)"
+        f"(the full leaderboard with intervals, paired differences and reliability: leaderboard.md; "
+        f"rows: cells/*.parquet)"
     )
     unreadable = sum(len(v) for v in runner.unreadable.values())
     if unreadable:
         print(f"{unreadable} unreadable sample(s) were skipped (listed in {result.run_dir}/manifest.json)")
-    if result.failed:
+    if result.failed or result.unfinished:
         print(
-            f"{len(result.failed)} cell(s) recorded errors (status='error' rows); rerun to retry them: "
-            + ", ".join(sorted(result.failed)),
+            f"{len(result.failed) + len(result.unfinished)} cell(s) recorded errors or are unfinished; rerun to retry "
+            "them: " + ", ".join(sorted([*result.failed, *result.unfinished])),
             file=sys.stderr,
         )
         return EXIT_CELL_ERRORS
@@ -155,8 +157,10 @@ def _cmd_list(args: argparse.Namespace) -> int:
 def _cmd_leaderboard(args: argparse.Namespace) -> int:
     from bench.leaderboard import build_leaderboard
 
-    _, text = build_leaderboard(Path(args.run_dir), localisation_metric=args.metric)
-    print(text if args.format == "md" else (Path(args.run_dir) / f"leaderboard.{args.format}").read_text())
+    run_dir = Path(args.run_dir)
+    build_leaderboard(run_dir, model_metrics=args.metric, policy=args.nan_policy)
+    name = {"md": "leaderboard.md", "html": "leaderboard.html", "tex": "leaderboard.tex"}[args.format]
+    print((run_dir / name).read_text(), end="")
     return EXIT_OK
 
 
@@ -180,8 +184,10 @@ def _cmd_cache(args: argparse.Namespace) -> int:
     cache = AttributionCache(cache_root() / "attributions")
     if args.action == "info":
         info = cache.info()
-        print(f"attribution cache {info['root']}: {info['entries']} entries in {info['groups']} (model, explainer, "
-              f"data) groups, {info['bytes'] / 2**20:.1f} MiB, oldest unused {info['oldest_days']} days")  # fmt: skip
+        print(
+            f"attribution cache {info['root']}: {info['entries']} entries in {info['groups']} (model, explainer, "
+            f"data) groups, {info['bytes'] / 2**20:.1f} MiB, oldest unused {info['oldest_days']} days"
+        )
         return EXIT_OK
     if args.older_than is None and not args.all:
         raise XbenchError("prune needs --older-than DAYS or --all", field="cache prune", fix="e.g. --older-than 30")
@@ -195,7 +201,7 @@ def _cmd_merge(args: argparse.Namespace) -> int:
 
     merged = merge_runs(Path(args.dest), [Path(p) for p in args.runs])
     print(f"merged {merged} cell(s) into {args.dest}")
-    return _cmd_leaderboard(argparse.Namespace(run_dir=args.dest, metric="iou", format="md"))
+    return _cmd_leaderboard(argparse.Namespace(run_dir=args.dest, metric=None, format="md", nan_policy=None))
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
@@ -212,13 +218,21 @@ def _cmd_export(args: argparse.Namespace) -> int:
     import shutil
 
     from bench.leaderboard import build_leaderboard
-    from bench.store import read_results, write_results
+    from bench.store import read_run, write_results
 
     run_dir, dest = Path(args.run_dir), Path(args.dest)
     build_leaderboard(run_dir)
     dest.mkdir(parents=True, exist_ok=True)
-    write_results(read_results(run_dir), dest / "results.parquet")
-    for name in ("leaderboard.md", "leaderboard.html", "leaderboard.tex", "summary.parquet", "models.parquet"):
+    write_results(read_run(run_dir), dest / "results.parquet")
+    for name in (
+        "leaderboard.md",
+        "leaderboard.html",
+        "leaderboard.tex",
+        "summary.parquet",
+        "models.parquet",
+        "reliability.parquet",
+        "manifest.json",
+    ):
         if (run_dir / name).exists():
             shutil.copyfile(run_dir / name, dest / name)
     print(f"exported results, summary and leaderboards of {run_dir} to {dest} (usable as a compare baseline)")
@@ -229,24 +243,40 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     import json
 
     from bench.compare import compare, write_json
-    from bench.store import read_results
+    from bench.store import read_manifest, read_run
 
-    baseline, new = read_results(args.baseline), read_results(args.new)
-    tolerance, per_metric = 0.0, {}
-    manifest = Path(args.new) / "manifest.json"
-    if manifest.is_file():
-        settings = json.loads(manifest.read_text()).get("suite", {}).get("regression", {})
-        tolerance, per_metric = settings.get("tolerance", 0.0), dict(settings.get("tolerances", {}))
+    baseline, new = read_run(args.baseline), read_run(args.new)
+    manifests = (_manifest_of(args.baseline, read_manifest), _manifest_of(args.new, read_manifest))
+    settings = manifests[1].suite.get("regression", {}) if manifests[1] is not None else {}
+    tolerance, per_metric = settings.get("tolerance", 0.0), dict(settings.get("tolerances", {}))
     if args.tolerance is not None:
         tolerance = args.tolerance
     per_metric.update(_parse_tolerances(args.tolerance_for))
-    result = compare(baseline, new, tolerance, per_metric)
+    policy = args.nan_policy or (manifests[1].suite.get("nan_policy", "declared") if manifests[1] else "declared")
+    result = compare(baseline, new, tolerance, per_metric, policy, manifests)
     print(result.markdown())
-    dest = Path(args.json) if args.json else (Path(args.new) / "compare.json" if Path(args.new).is_dir() else None)
-    if dest is not None:
-        write_json(result, dest)
+    if args.json:
+        write_json(result, Path(args.json))
+        print(f"machine-readable result: {args.json}")
+    elif (Path(args.new) / "manifest.json").is_file() and (Path(args.new) / "cells").is_dir():
+        from bench.store import RunStore
+
+        dest = RunStore(args.new).write_view("compare.json", json.dumps(result.to_json(), indent=2, default=str))
         print(f"machine-readable result: {dest}")
+    if result.incomplete and not args.allow_missing:
+        print(
+            "some entries could not be compared (listed under 'Not compared'); rerun with --allow-missing to "
+            "accept that",
+            file=sys.stderr,
+        )
+        return EXIT_BAD_INPUT
     return EXIT_CELL_ERRORS if result.regressions else EXIT_OK
+
+
+def _manifest_of(path: str, reader: Any) -> Any:
+    """The manifest of a run directory or exported folder (None for a bare results file)."""
+    folder = Path(path)
+    return reader(folder) if folder.is_dir() else None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -277,6 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--retries", type=int, default=2, help="Ray: retries of a task whose worker died (default 2)")
     run.add_argument("--shard", metavar="I/N", help="run only shard I of N of the cells (e.g. a SLURM array task)")
     run.add_argument("--no-cache", action="store_true", help="do not read or write the attribution cache")
+    run.add_argument("--wait", action="store_true", help="if another run holds the run directory, wait for it")
     run.set_defaults(func=_cmd_run)
 
     validate = sub.add_parser("validate", help="check a suite and print the grid it would run")
@@ -311,6 +342,12 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("--tolerance", type=float, help="smallest |difference| that counts (default: the suite's)")
     cmp.add_argument("--tolerance-for", action="append", metavar="METRIC=X", help="per-metric tolerance (repeatable)")
     cmp.add_argument("--json", help="where to write the machine-readable result (default: NEW/compare.json)")
+    cmp.add_argument(
+        "--allow-missing",
+        action="store_true",
+        help="exit 0/1 even when some entries exist on one side only (default: exit 2)",
+    )
+    cmp.add_argument("--nan-policy", choices=["declared", "exclude"], help="degenerate attributions (default: suite's)")
     cmp.set_defaults(func=_cmd_compare)
 
     train = sub.add_parser("train", help="train or fine-tune the suite's models that train (cached; resumable)")
@@ -327,7 +364,17 @@ def build_parser() -> argparse.ArgumentParser:
     board = sub.add_parser("leaderboard", help="the leaderboards of a run directory (also written into it)")
     board.add_argument("run_dir")
     board.add_argument("--format", choices=["md", "html", "tex"], default="md", help="what to print")
-    board.add_argument("--metric", default="iou", help="localisation metric that ranks models (default iou)")
+    board.add_argument(
+        "--metric",
+        action="append",
+        metavar="ID",
+        help="metric id(s) that compare models (repeatable; default: every ranked localisation metric)",
+    )
+    board.add_argument(
+        "--nan-policy",
+        choices=["declared", "exclude"],
+        help="degenerate attributions: their declared value, or left out (default: the suite's)",
+    )
     board.set_defaults(func=_cmd_leaderboard)
     return parser
 
@@ -348,6 +395,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; finished cells are saved and a rerun resumes from them", file=sys.stderr)
         return 130
+    except RunInterrupted as exc:
+        print(
+            f"stopped by {signal.Signals(exc.signum).name}: finished cells and batches are saved in {exc.run_dir}; "
+            f"rerun the same command to resume",
+            file=sys.stderr,
+        )
+        return 128 + exc.signum
     except Exception as exc:
         if args.debug:
             raise

@@ -38,6 +38,11 @@ class ComponentRef(Strict):
     name: str = Field(description="registered component name (see `xbench list`)")
     id: str | None = Field(None, pattern=KEY_PATTERN, description="name of this entry in results (default: name)")
     params: dict[str, Any] = Field(default_factory=dict, description="the component's parameters")
+    control: bool | None = Field(
+        None,
+        description="explainers only: a control (a reference line every explainer must beat); random, "
+        "gaussian_blob and sobel are controls by default",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -110,6 +115,12 @@ class SuiteConfig(Strict):
     )
     gallery: int = Field(
         8, ge=0, le=64, description="images per (dataset, model) whose attributions are kept for reports"
+    )
+    nan_policy: Literal["declared", "exclude"] = Field(
+        "declared",
+        description="what an attribution that gives no answer (a constant map) scores in summaries: declared = "
+        "the metric's declared value (e.g. a miss in the pointing game); exclude = left out of the mean (the row "
+        "stays, with status degenerate)",
     )
     datasets: list[ComponentRef] = Field(min_length=1)
     models: list[ComponentRef] = Field(min_length=1)
@@ -381,6 +392,13 @@ def load_suite(path: str | Path) -> Suite:
                     fix="give one of them a distinct `id`",
                 )
             cls = registry.get(ref.name, where=where, field=_dotted((*loc, "name")))
+            if ref.control is not None and section != "explainers":
+                raise ConfigError(
+                    "`control` applies to explainers only",
+                    where=f"{path}:{lines.get((*loc, 'control'), lines.get(loc, '?'))}",
+                    field=_dotted((*loc, "control")),
+                    fix="remove it",
+                )
             try:
                 params = cls.Params.model_validate(ref.params)
             except ValidationError as exc:

@@ -6,6 +6,8 @@ traceback unless ``--debug``). Anything else that escapes is a bug in xbench.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 
 class XbenchError(Exception):
     """A problem with the user's input or environment that the user can fix.
@@ -48,3 +50,16 @@ class DataError(XbenchError):
 
 class OutputError(XbenchError):
     """The output location cannot be written."""
+
+
+class RunInterrupted(BaseException):
+    """A run stopped on SIGINT/SIGTERM after flushing what it had; ``signum`` says which (exit 128 + signum).
+
+    A BaseException, so that no ``except Exception`` inside a cell records it as a failure."""
+
+    def __init__(self, signum: int, run_dir: Path):
+        import signal
+
+        self.signum = signum
+        self.run_dir = run_dir
+        super().__init__(f"stopped by {signal.Signals(signum).name}")

@@ -17,7 +17,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from bench import atomic
 from bench.group import Group
 
 GALLERY_DIR = "gallery"
@@ -64,11 +63,6 @@ def images_table(group: Group, positions: list[int]) -> pa.Table:
     frame = pd.DataFrame.from_records(records)
     frame["correct"] = frame["correct"].astype("boolean")
     return pa.Table.from_pandas(frame, preserve_index=False)
-
-
-def write_images(folder: Path, dataset_key: str, model_key: str, table: pa.Table) -> None:
-    """Store a group's gallery images (once per group)."""
-    atomic.write_with(folder / GALLERY_DIR / f"{dataset_key}__{model_key}.parquet", lambda p: pq.write_table(table, p))
 
 
 def attribution_table(items: list[tuple[str, np.ndarray]]) -> pa.Table:

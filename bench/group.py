@@ -9,7 +9,7 @@ they fit.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,7 +18,8 @@ import torch
 
 from bench.datasets.base import Dataset, stratified_sample
 from bench.seeding import stable_hash
-from bench.targets import NO_TARGET, TargetPlan, plan_targets, quality
+from bench.store.schema import SampleColumns
+from bench.targets import TargetPlan, plan_targets, quality
 from bench.types import Batch, LoadedModel, SampleRef
 
 BATCH_CACHE_BYTES = 1 << 30  # keep a group's images in memory up to this size
@@ -41,16 +42,24 @@ class Group:
     _cache: list[tuple[range, Batch]] = field(default_factory=list)
     _backgrounds: dict[tuple[int, int], torch.Tensor] = field(default_factory=dict)
 
+    def positions(self) -> list[range]:
+        """The positions (in ``refs``) of each batch, in order."""
+        if self._cache:
+            return [positions for positions, _ in self._cache]
+        return [range(s, min(s + self.batch_size, len(self.refs))) for s in range(0, len(self.refs), self.batch_size)]
+
+    def batch(self, positions: range, device: torch.device) -> Batch:
+        """The batch at ``positions`` (one of ``positions()``) on ``device``, with its targets set."""
+        for cached, batch in self._cache:
+            if cached == positions:
+                return self._with_target(batch, positions)
+        batch = self.dataset.load([self.refs[i] for i in positions], self.dataset.eval_split, self.image_size)
+        return self._with_target(batch.to(device), positions)
+
     def batches(self, device: torch.device) -> Iterator[tuple[range, Batch]]:
         """(positions in ``refs``, batch on ``device`` with targets set), the same every time."""
-        if self._cache:
-            for positions, batch in self._cache:
-                yield positions, self._with_target(batch, positions)
-            return
-        for start in range(0, len(self.refs), self.batch_size):
-            positions = range(start, min(start + self.batch_size, len(self.refs)))
-            batch = self.dataset.load([self.refs[i] for i in positions], self.dataset.eval_split, self.image_size)
-            yield positions, self._with_target(batch.to(device), positions)
+        for positions in self.positions():
+            yield positions, self.batch(positions, device)
 
     def background(self, n: int, seed: int, device: torch.device) -> torch.Tensor:
         """``n`` reference images for SHAP-style explainers: stratified and seeded from the
@@ -73,18 +82,18 @@ class Group:
     def n_batches(self) -> int:
         return len(self._cache) if self._cache else -(-len(self.refs) // self.batch_size)
 
-    def sample_columns(self, positions: range) -> list[dict[str, Any]]:
+    def sample_columns(self, positions: range) -> list[SampleColumns]:
         """Per-sample columns of the result rows."""
         return [
-            {
-                "sample_id": self.refs[i].id,
-                "label": self.refs[i].label,
-                "target": int(self.plan.target[i]),
-                "prediction": int(self.prediction[i]),
-                "correct": self.plan.correct[i],
-                "seed": self.seeds[i],
-                "no_target_reason": self.plan.reasons[i],
-            }
+            SampleColumns(
+                sample_id=self.refs[i].id,
+                label=self.refs[i].label,
+                target=int(self.plan.target[i]),
+                prediction=int(self.prediction[i]),
+                correct=self.plan.correct[i],
+                seed=self.seeds[i],
+                no_target_reason=self.plan.reasons[i],
+            )
             for i in positions
         ]
 
@@ -171,26 +180,27 @@ def prepare_group(
     )
 
 
-def has_target(columns: list[dict[str, Any]]) -> list[int]:
-    """Positions (within a batch) of samples that have a target to explain."""
-    return [j for j, c in enumerate(columns) if c["target"] != NO_TARGET]
-
-
 def sample_refs(dataset: Dataset, n: int | None, seed: int) -> list[SampleRef]:
     """The benchmark's samples of ``dataset``: stratified by class, seeded."""
     return stratified_sample(dataset.index(dataset.eval_split), n, seed)
 
 
-def load_group(suite: Any, dataset_key: str, model_key: str, device: torch.device, log: Any = print) -> Group:
-    """Sample the dataset, load the model and prepare the group (what every cell of it shares)."""
+def open_group(
+    dataset: Dataset,
+    source: Any,
+    refs: Sequence[SampleRef],
+    seeds: Sequence[int],
+    *,
+    target_rule: str,
+    batch_size: int,
+    device: torch.device,
+    log: Any = print,
+) -> Group:
+    """Load the model for ``dataset`` and prepare the group (what every cell of it shares)."""
     from bench.models.base import ModelContext
-    from bench.seeding import sample_seeds
 
-    cfg = suite.config
-    dataset = suite.datasets[dataset_key]
-    refs = sample_refs(dataset, cfg.samples_for(dataset_key), cfg.seed)
-    seeds = dict(zip([r.id for r in refs], sample_seeds(cfg.seed, [r.id for r in refs]), strict=True))
-    source = suite.models[model_key]
     source.check(dataset)
     model = source.load(ModelContext(dataset=dataset, device=device, log=log))
-    return prepare_group(dataset, model, refs, seeds, target_rule=cfg.target, batch_size=cfg.batch_size, device=device)
+    by_id = dict(zip([r.id for r in refs], seeds, strict=True))
+    return prepare_group(dataset, model, list(refs), by_id, target_rule=target_rule, batch_size=batch_size,
+                         device=device)  # fmt: skip

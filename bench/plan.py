@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from bench.config import Suite
@@ -34,8 +34,23 @@ class Cell:
         return f"{self.dataset}__{self.model}__{self.explainer}__{short_digest(self.identity)}"
 
     @property
+    def parts_stamp(self) -> str:
+        """What the finished batches of this cell were computed with (its metrics): parts of another stamp
+        are not reused."""
+        return short_digest(self.metric_identities, 16)
+
+    @property
     def label(self) -> str:
         return f"{self.dataset}/{self.model}/{self.explainer}"
+
+    def variant(self, suffix: str) -> Cell:
+        """The cell of one variant of a sweep (e.g. one layer of ``layer: all_conv``)."""
+        return replace(self, explainer=f"{self.explainer}@{suffix}", identity={**self.identity, "variant": suffix})
+
+    @property
+    def sweep_prefix(self) -> str:
+        """What the ids of this cell's sweep variants start with."""
+        return f"{self.dataset}__{self.model}__{self.explainer}@"
 
 
 def build_plan(suite: Suite) -> list[Cell]:

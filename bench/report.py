@@ -19,9 +19,10 @@ import pandas as pd
 
 from bench import atomic, figures
 from bench.gallery import read_attributions, read_images
-from bench.leaderboard import build, class_names, fmt_value, model_quality
-from bench.store import read_predictions, read_results
+from bench.leaderboard import build, class_names, model_quality
+from bench.store import RunStore, read_predictions, read_run
 from bench.summary import overall, summarise
+from bench.tables import fmt_value
 
 CSS = """
 body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 1200px; color: #222; }
@@ -73,7 +74,8 @@ def _safe(name: str) -> str:
 
 def build_report(run_dir: Path | str) -> Report:
     run_dir = Path(run_dir)
-    results = read_results(run_dir)
+    data = read_run(run_dir)
+    results = data.rows
     manifest = json.loads((run_dir / "manifest.json").read_text()) if (run_dir / "manifest.json").exists() else {}
     names = class_names(run_dir)
     summary = summarise(results, names)
@@ -136,7 +138,7 @@ def build_report(run_dir: Path | str) -> Report:
     for dataset, part in overall(summary).groupby("dataset", sort=True):
         report.heading(f"{dataset}: cost versus faithfulness")
         report.figure(f"cost__{_safe(dataset)}.png", figures.cost_scatter(part, dataset), "Runtime versus faithfulness")
-    board = build(summary, quality)
+    board = build(results, data.cards, quality).board
     report.heading("Leaderboards")
     report.blocks.append(board.render("html"))
     return report
@@ -160,8 +162,13 @@ def _curve_rows(run_dir: Path, results: pd.DataFrame) -> pd.DataFrame:
 def write_report(run_dir: Path | str, output: Path | str | None = None) -> Path:
     """Write report.html (self-contained) and the PNGs into ``output`` (default RUN_DIR/report)."""
     run_dir = Path(run_dir)
-    folder = Path(output) if output else run_dir / "report"
     report = build_report(run_dir)
+    if output is None:  # inside the run directory: through its store
+        store = RunStore(run_dir)
+        for name, png in report.images.items():
+            store.write_view(f"report/{name}", png)
+        return store.write_view("report/report.html", report.html())
+    folder = Path(output)
     for name, png in report.images.items():
         atomic.write_bytes(folder / name, png)
     atomic.write_text(folder / "report.html", report.html())

@@ -160,15 +160,15 @@ def test_average_ranks_match_scipy() -> None:
     np.testing.assert_array_equal(average_ranks(values).numpy(), rankdata(values.numpy(), axis=1))
 
 
-def test_faithfulness_correlation_undefined_cases() -> None:
+def test_faithfulness_correlation_no_answer_and_undefined_cases() -> None:
     model, x, attr = _linear_setup()
     target = torch.zeros(3, dtype=torch.long)
     params = FaithfulnessCorrelation.Params(nr_runs=10, subset_size=20)
     constant = FaithfulnessCorrelation(params).score(_input(model, x, torch.full_like(attr, 0.3), target))
-    assert torch.isnan(constant.values[""]).all()
-    assert constant.reasons == ["the attribution sums are equal on every subset (constant attribution)"] * 3
+    assert constant.values[""].tolist() == [0.0] * 3 and constant.degenerate.tolist() == [True] * 3  # no answer
+    assert constant.reasons == ["the attribution sums are equal on every subset (constant attribution): no answer"] * 3
     blind = FaithfulnessCorrelation(params).score(_input(linear_model(torch.zeros(3, 12, 12)), x, attr, target))
-    assert torch.isnan(blind.values[""]).all()
+    assert torch.isnan(blind.values[""]).all() and not blind.degenerate.any()  # the model's fault, not the map's
     assert blind.reasons == ["the model output does not change when the subsets are removed"] * 3
     with pytest.raises(ValueError, match="s0, s1, s2"):
         FaithfulnessCorrelation(FaithfulnessCorrelation.Params(subset_size=144)).score(_input(model, x, attr, target))
@@ -229,7 +229,7 @@ def test_region_perturbation_matches_quantus(cnn: LoadedModel, order: str) -> No
     )(**_quantus_kwargs(cnn, x, attr, target))
     np.testing.assert_allclose(ours.curves[""].numpy(), np.array(curves), atol=1e-4)
     np.testing.assert_allclose(ours.values[""].numpy(), np.trapezoid(curves, dx=1, axis=1), atol=1e-4)
-    assert metric.outputs[""].higher_is_better == (order == "morf")
+    assert metric.directions()[""].higher_is_better == (order == "morf")
 
 
 def test_region_perturbation_random_order_is_seeded(cnn: LoadedModel) -> None:

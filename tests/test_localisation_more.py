@@ -13,14 +13,17 @@ from sklearn.metrics import roc_auc_score
 
 from bench.metrics.base import Metric, MetricInput, Scores
 from bench.metrics.localisation import (
+    CONSTANT_MAP,
     EnergyPointingGame,
     IoU,
     IoUSweep,
     PixelAUROC,
     PointingGame,
     RelevanceRankAccuracy,
+    binarise,
     near_object,
     sort_rows,
+    split_mask,
 )
 from bench.models.base import prepare
 from bench.models.small_cnn import build_small_cnn
@@ -208,21 +211,46 @@ def test_oracle_scores_one(cls: type[Metric]) -> None:
     assert _main(cls, (mask == 1).float() * 5 - 1, mask) == [1.0]  # any affine copy with a positive scale
 
 
-def test_constant_attribution_is_chance() -> None:
+@pytest.mark.parametrize("cls", ALL)
+def test_constant_map_gives_no_answer_in_every_localisation_metric(cls: type[Metric]) -> None:
+    """One degenerate-map rule for all: a constant map scores the declared value (0; the AUROC 0.5,
+    chance), flagged degenerate with the reason, however the map's value or the void pixels lie."""
     mask = _voc_like()
-    n_valid, n_obj = int((mask != VOID).sum()), int((mask == 1).sum())
-    for value in (0.0, 0.7):
+    declared = {PixelAUROC: 0.5}.get(cls, 0.0)
+    assert cls.degenerate == {"": declared}
+    for value in (0.0, 0.7, -2.0):
         const = torch.full((1, 1, 12, 12), value)
-        assert _main(PixelAUROC, const, mask) == [0.5]
-        assert _main(RelevanceRankAccuracy, const, mask) == pytest.approx([n_obj / n_valid])
-        assert _main(IoUSweep, const, mask) == pytest.approx([n_obj / n_valid])  # selects every pixel
-        scores = _score(PointingGame, const, mask)
-        assert math.isnan(scores.values[""].item())
-        assert scores.reasons == ["constant attribution: no maximum to point at"]
-    assert _main(EnergyPointingGame, torch.full((1, 1, 12, 12), 0.7), mask) == pytest.approx([n_obj / n_valid])
-    for signless in (torch.zeros(1, 1, 12, 12), -torch.rand(1, 1, 12, 12)):
-        scores = _score(EnergyPointingGame, signless, mask)
-        assert math.isnan(scores.values[""].item()) and scores.reasons == ["no positive attribution"]
+        const[mask == VOID] = 9.0  # void pixels do not count: the map is constant where it is scored
+        scores = _score(cls, const, mask)
+        assert scores.values[""].tolist() == [declared]
+        assert scores.degenerate is not None and scores.degenerate.tolist() == [True]
+        assert scores.reasons == [CONSTANT_MAP]
+        for curve in scores.curves.values():
+            assert torch.isnan(curve).all()
+
+
+def test_pointing_game_counts_a_constant_map_as_a_miss() -> None:
+    """TorchRay's protocol: a map with no maximum to point at is a miss, not left out of the mean."""
+    mask = _voc_like()
+    attr = torch.stack([(mask == 1).float()[0], torch.zeros(1, 12, 12)])
+    scores = PointingGame().score(_inp(attr, torch.cat([mask, mask])))
+    assert scores.values[""].tolist() == [1.0, 0.0]
+    assert scores.degenerate.tolist() == [False, True]
+
+
+def test_energy_pointing_game_without_positive_attribution_gives_no_answer() -> None:
+    mask = _voc_like()
+    signless = -torch.rand(1, 1, 12, 12)
+    scores = _score(EnergyPointingGame, signless, mask)
+    assert scores.values[""].tolist() == [0.0] and scores.degenerate.tolist() == [True]
+    assert scores.reasons == ["no positive attribution (scored as no answer)"]
+
+
+def test_binarise_selects_nothing_on_a_constant_map() -> None:
+    mask = _voc_like()
+    obj, valid = split_mask(mask, ignore_void=True)
+    for rule, value in (("fraction_of_max", 0.5), ("mean", 0.5), ("otsu", 0.5), ("topk", 20.0), ("mask_size", 0.5)):
+        assert not binarise(torch.full((1, 1, 12, 12), 0.3), obj, valid, rule, value).any(), rule
 
 
 @pytest.mark.parametrize("cls", ALL)

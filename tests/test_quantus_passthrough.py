@@ -67,7 +67,7 @@ def test_pixel_flipping_returns_curves_reduced_to_their_auc(cnn: LoadedModel) ->
     ours = PixelFlipping(PixelFlipping.Params(pixels_per_step=48)).score(inp)
     np.testing.assert_allclose(theirs.curves[""].numpy(), ours.curves[""].numpy(), atol=1e-4)
     np.testing.assert_allclose(theirs.values[""].numpy(), ours.values[""].numpy(), atol=1e-4)
-    assert METRICS.get("quantus:PixelFlipping")().outputs == {"": Direction.LOWER}
+    assert METRICS.get("quantus:PixelFlipping")().directions() == {"": Direction.LOWER}
 
 
 def test_pointing_game_matches_native_and_handles_void_and_empty_masks(cnn: LoadedModel) -> None:
@@ -142,9 +142,9 @@ def test_names_params_and_results_are_checked() -> None:
     continuity = METRICS.get("quantus:Continuity")
     with pytest.raises(ValidationError, match="set higher_is_better"):
         continuity.Params()
-    assert continuity(continuity.Params(higher_is_better=True)).outputs == {"": Direction.HIGHER}
+    assert continuity(continuity.Params(higher_is_better=True)).directions() == {"": Direction.HIGHER}
     region = METRICS.get("quantus:RegionPerturbation")
-    assert region(region.Params(init={"order": "lerf"})).outputs == {"": Direction.LOWER}
+    assert region(region.Params(init={"order": "lerf"})).directions() == {"": Direction.LOWER}
     with pytest.raises(ValidationError, match=r"unknown keyword.*nr_run.*accepted: .*nr_runs"):
         METRICS.get("quantus:FaithfulnessCorrelation").Params(init={"nr_run": 3})
     with pytest.raises(ValidationError, match="xbench sets x_batch"):

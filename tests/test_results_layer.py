@@ -14,13 +14,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from bench.cards import Cards, MetricCard, OutputCard
 from bench.cli import main
 from bench.compare import compare
 from bench.errors import DataError
-from bench.leaderboard import Leaderboard, cost_view, explainer_view, model_view
-from bench.stats import bootstrap_ci, paired_bootstrap, significance_ranks
-from bench.store import read_results
-from bench.summary import overall, summarise
+from bench.leaderboard import build, cost_table, explainer_table, model_table, table_verdicts
+from bench.stats import bootstrap_ci
+from bench.store import Results, read_results
+from bench.summary import scored_values, summarise
+from bench.tables import Leaderboard
 from tests.conftest import tiny_suite, write_suite
 
 
@@ -32,9 +34,31 @@ def _rows(explainer: str, metric: str, values: list[float], higher: bool = True,
             "explainer_version": extra.get("explainer_version", 1), "metric": metric, "metric_params": "{}",
             "metric_version": 1, "higher_is_better": higher, "sample_id": [f"s{i}" for i in range(n)],
             "label": [i % 2 for i in range(n)], "correct": [i % 3 != 0 for i in range(n)], "value": values,
-            "status": extra.get("status", ["ok"] * n),
+            "status": extra.get("status", ["ok"] * n), "metric_name": metric.split(".")[0],
         }
     )  # fmt: skip
+
+
+def _cards(frame: pd.DataFrame, families: dict[str, str] | None = None, units: dict[str, str] | None = None) -> Cards:
+    """Cards for hand-made rows: every metric ranked unless it is a cost (its unit is not "score")."""
+    cards = Cards()
+    for metric, part in frame.groupby("metric"):
+        unit = (units or {}).get(metric, "score")
+        out = OutputCard(metric, bool(part["higher_is_better"].iloc[0]), unit == "score", None, unit)
+        family = (families or {}).get(metric, "localisation" if metric == "iou" else "faithfulness")
+        cards.metrics[metric] = MetricCard(metric, metric, 1, "{}", family, (), (out,))
+    return cards
+
+
+def _results(frame: pd.DataFrame, **kwargs) -> Results:
+    return Results(frame, _cards(frame, **kwargs), [])
+
+
+def _verdicts(frame: pd.DataFrame, entry: str = "explainer"):
+    frame = frame.assign(scored=scored_values(frame))
+    keys = {"dataset": "d", "model": "m"} if entry == "explainer" else {"dataset": "d", "explainer": "gradcam"}
+    controls = [e for e in set(frame["explainer"]) if e == "random"]
+    return table_verdicts(frame, _cards(frame), entry, "d / m", keys, controls)
 
 
 # ---------------------------------------------------------------- statistics
@@ -47,24 +71,6 @@ def test_bootstrap_interval_is_seeded_and_covers_the_mean() -> None:
     assert lo < values.mean() < hi and hi - lo == pytest.approx(2 * 1.96 / 20, rel=0.15)
     assert bootstrap_ci(np.array([3.0]), 0) == (3.0, 3.0)
     assert all(np.isnan(bootstrap_ci(np.array([]), 0)))
-
-
-def test_paired_bootstrap() -> None:
-    base = np.random.default_rng(0).normal(0, 1, 300)
-    assert paired_bootstrap(base, base, 0) == (0.0, 0.0, 0.0)
-    diff, lo, hi = paired_bootstrap(base, base + 0.1 + np.random.default_rng(1).normal(0, 0.01, 300), 0)
-    assert diff == pytest.approx(0.1, abs=0.01) and 0 < lo < diff < hi
-
-
-def test_significance_ranks_tie_overlapping_intervals() -> None:
-    means, lows, highs = (
-        [0.9, 0.85, 0.5, float("nan")],
-        [0.8, 0.75, 0.45, float("nan")],
-        [1.0, 0.95, 0.55, float("nan")],
-    )
-    ranks = significance_ranks(means, lows, highs, higher_is_better=True)
-    assert ranks[:3] == [1.0, 1.0, 3.0] and np.isnan(ranks[3])
-    assert significance_ranks(means[:3], lows[:3], highs[:3], higher_is_better=False) == [2.0, 2.0, 1.0]
 
 
 # ---------------------------------------------------------------- summaries and views
@@ -80,7 +86,15 @@ def test_summary_splits_and_counts() -> None:
     assert correct.loc["true", "n"] == 2 and correct.loc["false", "n"] == 2  # samples 0 and 3 are wrong
 
 
-def test_explainer_view_blank_mean_rank_when_a_metric_is_missing() -> None:
+def test_summary_policy_counts_degenerate_samples_or_leaves_them_out() -> None:
+    frame = _rows("a", "pointing_game", [1.0, 1.0, 0.0, 0.0], status=["ok", "ok", "degenerate", "ok"])
+    declared = summarise(frame).query("split == 'all'").iloc[0]
+    excluded = summarise(frame, policy="exclude").query("split == 'all'").iloc[0]
+    assert (declared["n"], declared["mean"], declared["n_degenerate"]) == (4, 0.5, 1)
+    assert (excluded["n"], excluded["mean"]) == (3, pytest.approx(2 / 3))
+
+
+def test_explainer_table_blank_mean_rank_when_a_metric_is_missing() -> None:
     frame = pd.concat(
         [
             _rows("good", "iou", [0.9, 0.8, 0.85] * 20),
@@ -90,14 +104,36 @@ def test_explainer_view_blank_mean_rank_when_a_metric_is_missing() -> None:
             _rows("partial", "iou", [0.5, 0.4, 0.45] * 20),
         ]
     )
-    table = explainer_view(overall(summarise(frame)))[0]
+    frame = frame.assign(scored=scored_values(frame))
+    t = table_verdicts(frame, _cards(frame), "explainer", "d / m", {"dataset": "d", "model": "m"}, [])
+    table = explainer_table(t, _cards(frame))
     by_name = {row[0]: row for row in table.rows}
     assert by_name["good"][1] == "1.00" and by_name["bad"][1] == "2.50" and by_name["partial"][1] == ""
-    assert table.headers[2:] == ["deletion ↓", "iou ↑"] and "(1)" in by_name["good"][2]
+    assert table.headers[3:] == ["deletion ↓", "iou ↑"] and "(1)" in by_name["good"][3]
     assert [row[0] for row in table.rows] == ["good", "bad", "partial"]
 
 
-def test_model_view_ranks_models_by_iou_with_accuracy() -> None:
+def test_coverage_is_shown_and_controls_are_listed_last_with_verdicts() -> None:
+    rng = np.random.default_rng(0)
+    base = rng.uniform(0.2, 0.5, 40)
+    frame = pd.concat(
+        [
+            _rows("gradcam", "iou", list(base + 0.2)),
+            _rows("gradcam_pp", "iou", list(base + 0.25), status=["ok"] * 30 + ["degenerate"] * 10),
+            _rows("random", "iou", list(base)),
+        ]
+    )
+    frame.loc[(frame["explainer"] == "gradcam_pp") & (frame["status"] == "degenerate"), "value"] = 0.0
+    t = _verdicts(frame)
+    table = explainer_table(t, Cards(explainers={}))
+    assert [row[0] for row in table.rows][-1] == "random"
+    excluded = frame.assign(status=frame["status"].replace({"degenerate": "nan"}))
+    t = _verdicts(excluded)
+    rows = {row[0]: row for row in explainer_table(t, Cards()).rows}
+    assert "(30/40)" in rows["gradcam_pp"][3] and rows["gradcam"][2] == "✓ all 1"
+
+
+def test_model_table_compares_models_paired_with_accuracy() -> None:
     frame = pd.concat(
         [
             _rows("gradcam", "iou", [0.6, 0.7] * 30, model="vgg16"),
@@ -107,22 +143,42 @@ def test_model_view_ranks_models_by_iou_with_accuracy() -> None:
     accuracy = pd.DataFrame(
         {"dataset": ["d", "d"], "model": ["vgg16", "alexnet"], "accuracy": [0.9, 0.6], "macro_f1": [0.88, 0.55]}
     )
-    table = model_view(overall(summarise(frame)), accuracy)[0]
-    assert (
-        [row[1] for row in table.rows] == ["vgg16", "alexnet"]
-        and table.rows[0][0] == 1
-        and table.rows[0][3] == "0.9000"
-    )
+    table = model_table(_verdicts(frame, "model"), accuracy)
+    assert [row[0] for row in table.rows] == ["vgg16", "alexnet"] and table.rows[0][1] == "0.9000"
+    assert table.rows[0][2] == "1.00" and table.rows[1][2] == "2.00"
 
 
-def test_renderers() -> None:
+def test_cost_table_and_renderers() -> None:
     frame = pd.concat(
         [_rows("a", "runtime", [0.01] * 5, higher=False), _rows("a", "deletion", [0.2] * 5, higher=False)]
     )
+    cards = _cards(frame, units={"runtime": "seconds"})
+    table = cost_table("d", frame.assign(scored=scored_values(frame)), cards)
+    assert table is not None and table.headers[2] == "runtime (s/image)"
     board = Leaderboard()
-    for table in cost_view(overall(summarise(frame))):
-        board.add("Cost", table)
+    board.add("Cost", table)
     assert "| model" in board.render("md") and "<table>" in board.render("html") and "\\toprule" in board.render("tex")
+
+
+def test_renaming_a_metric_id_keeps_every_view() -> None:
+    """Views read cards, never ids: runtime called "cost" and iou called "overlap" still make the cost view,
+    the model view and the explainer ranks."""
+    rng = np.random.default_rng(1)
+    frame = pd.concat(
+        [
+            _rows("gradcam", "overlap", list(rng.uniform(0.5, 0.7, 20)), model="m1"),
+            _rows("gradcam", "overlap", list(rng.uniform(0.1, 0.3, 20)), model="m2"),
+            _rows("gradcam", "cost", [0.01] * 20, higher=False, model="m1"),
+            _rows("gradcam", "cost", [0.01] * 20, higher=False, model="m2"),
+            _rows("gradcam", "del", list(rng.uniform(0.1, 0.3, 20)), higher=False, model="m1"),
+            _rows("gradcam", "del", list(rng.uniform(0.1, 0.3, 20)), higher=False, model="m2"),
+        ]
+    )
+    cards = _cards(frame, families={"overlap": "localisation", "del": "faithfulness", "cost": "cost"},
+                   units={"cost": "seconds"})  # fmt: skip
+    board = build(frame, cards, pd.DataFrame()).board.render("md")
+    assert "## Models by localisation" in board and "overlap ↑" in board
+    assert "## Cost and faithfulness" in board and "cost (s/image)" in board and "| del" in board
 
 
 # ---------------------------------------------------------------- regression tracking
@@ -132,8 +188,8 @@ def test_compare_flags_only_significant_changes_beyond_tolerance() -> None:
     rng = np.random.default_rng(0)
     base_values = rng.uniform(0.4, 0.6, 200)
 
-    def frames(values: np.ndarray, seconds: float, extra: str) -> pd.DataFrame:
-        return pd.concat(
+    def frames(values: np.ndarray, seconds: float, extra: str) -> Results:
+        frame = pd.concat(
             [
                 _rows("x", "iou", list(values)),
                 _rows("x", "deletion", list(values), higher=False),
@@ -141,23 +197,41 @@ def test_compare_flags_only_significant_changes_beyond_tolerance() -> None:
                 _rows(extra, "iou", [0.5] * 10),
             ]
         )
+        return _results(frame, units={"runtime": "seconds"})
 
-    base, worse = frames(base_values, 0.01, "gone"), frames(base_values - 0.05, 0.05, "new")
+    noise = rng.normal(0, 0.01, 200)
+    base, worse = frames(base_values, 0.01, "gone"), frames(base_values - 0.05 + noise, 0.05, "new")
     result = compare(base, worse, tolerance=0.01)
-    verdicts = {d.metric: d.verdict for d in result.diffs}
+    verdicts = {d.metric: d.verdict for d in result.diffs if d.explainer == "x"}
     assert verdicts == {"iou": "regression", "deletion": "improvement", "runtime": "informational"}
-    assert result.only_baseline[0]["explainer"] == "gone" and result.only_new[0]["explainer"] == "new"
+    where = {(m.explainer, m.where) for m in result.missing}
+    assert where == {("gone", "baseline only"), ("new", "new only")} and result.incomplete
     assert {d.metric: d.verdict for d in compare(base, worse, tolerance=0.1).diffs}["iou"] == "unchanged"
     flagged = compare(base, worse, per_metric={"runtime": 0.01})
-    assert {d.metric: d.verdict for d in flagged.diffs}["runtime"] == "regression"
+    assert {d.metric: d.verdict for d in flagged.diffs if d.explainer == "x"}["runtime"] == "regression"
     assert "REGRESSION" in result.markdown() and json.loads(json.dumps(result.to_json()))["regressed"]
 
 
-def test_new_errors_are_regressions() -> None:
-    base = _rows("x", "iou", [0.5] * 10)
-    new = _rows("x", "iou", [0.5] * 10, status=["ok"] * 9 + ["error"])
-    (diff,) = compare(base, new).diffs
+def test_new_errors_are_regressions_and_samples_on_one_side_are_listed() -> None:
+    base = _results(_rows("x", "iou", [0.5] * 10))
+    new = _results(_rows("x", "iou", [0.5] * 10, status=["ok"] * 9 + ["error"]))
+    result = compare(base, new)
+    (diff,) = result.diffs
     assert diff.verdict == "regression" and "error rows 0 -> 1" in diff.reason
+    (missing,) = result.missing
+    assert missing.where == "samples on one side" and "error ×1" in missing.reason and not result.incomplete
+
+
+def test_compare_matches_by_suite_ids_and_lists_what_changed() -> None:
+    """An explainer whose params changed is compared, not split into "only in the baseline" and "only new"."""
+    rng = np.random.default_rng(2)
+    values = rng.uniform(0.3, 0.7, 100)
+    before = _rows("gradcam", "iou", list(values))
+    after = _rows("gradcam", "iou", list(values - 0.1 + rng.normal(0, 0.01, 100)))
+    after["explainer_params"] = '{"upsample": "nearest"}'
+    result = compare(_results(before), _results(after), tolerance=0.02)
+    assert not result.missing and result.diffs[0].verdict == "regression"
+    assert ("explainer gradcam: params", "{}", '{"upsample": "nearest"}') in result.changes
 
 
 # ---------------------------------------------------------------- runs on disk
@@ -279,7 +353,28 @@ def test_metrics_that_do_not_apply_to_every_explainer_stay_out_of_the_mean_rank(
             _rows("stochastic", "consistency", [0.7, 0.8] * 20),
         ]
     )
-    table = explainer_view(overall(summarise(frame)))[0]
-    by_name = {row[0]: row for row in table.rows}
+    t = _verdicts(frame)
+    by_name = {row[0]: row for row in explainer_table(t, Cards()).rows}
     assert by_name["deterministic"][1] == "1.00" and by_name["stochastic"][1] == "2.00"
-    assert by_name["deterministic"][2] == "n/a" and "(1)" in by_name["stochastic"][2]
+    assert by_name["deterministic"][3] == "n/a" and "(1)" not in by_name["stochastic"][3]
+
+
+def test_compare_cli_judges_an_explainer_params_change_and_names_a_target_rule_change(tmp_path: Path, capsys) -> None:
+    """The upsample change of Grad-CAM is compared (not listed as gone and new), and the suite's changed target
+    rule is named at the top; an explainer present on one side only makes compare exit 2 unless allowed."""
+    old = write_suite(tmp_path, tiny_suite(explainers=["gradcam", "random"], output=str(tmp_path / "old")), "o.yaml")
+    changed = [{"name": "gradcam", "params": {"upsample": "nearest"}}, "random", "saliency"]
+    new = write_suite(tmp_path, tiny_suite(explainers=changed, target="predicted", output=str(tmp_path / "new")))
+    assert main(["run", str(old), "--no-progress"]) == 0 and main(["run", str(new), "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["compare", str(tmp_path / "old"), str(tmp_path / "new")]) == 2
+    out = capsys.readouterr().out
+    assert (
+        'explainer gradcam: params | {"layer": null, "normalize": false, "relu": true, "upsample": "bilinear"}' in out
+    )
+    assert "suite setting target" in out and '"auto"' in out and '"predicted"' in out
+    assert "| saliency" in out and "new only" in out
+    report = json.loads((tmp_path / "new" / "compare.json").read_text())
+    compared = {(d["explainer"], d["metric"]) for d in report["diffs"]}
+    assert ("gradcam", "iou") in compared and ("gradcam", "deletion") in compared
+    assert main(["compare", str(tmp_path / "old"), str(tmp_path / "new"), "--allow-missing"]) in (0, 1)

@@ -18,7 +18,7 @@ import tests.plugins  # noqa: F401 - registers the misbehaving explainers
 from bench.cli import main
 from bench.config import load_suite
 from bench.runner import Runner, RunOptions
-from bench.store import RESULT_SCHEMA, read_results
+from bench.store import RESULT_SCHEMA, Manifest, read_results
 from tests.conftest import ROOT, tiny_suite, write_suite
 
 KEY = ["dataset", "model", "explainer", "metric", "sample_id"]
@@ -50,7 +50,8 @@ def test_tables_manifest_and_leaderboard(tiny_run: Path) -> None:
         assert table.schema.remove_metadata() == RESULT_SCHEMA
         assert table.num_rows == 16 * 7  # deletion, insertion, iou, and runtime's 4 outputs
         meta = json.loads(table.schema.metadata[b"xbench"])
-        assert meta["schema_version"] == 2 and meta["errors"] == 0
+        assert meta["schema_version"] == 3 and meta["errors"] == 0
+        assert set(meta["cards"]["metrics"]) == {"deletion", "insertion", "iou", "runtime"}
     df = read_results(tiny_run)
     assert (df[df["metric"] != "runtime.peak_memory_mb"]["status"] == "ok").all()
     assert set(df["metric"]) == {"deletion", "insertion", "iou", "runtime"} | {
@@ -71,9 +72,8 @@ def test_tables_manifest_and_leaderboard(tiny_run: Path) -> None:
     assert manifest["invocations"][-1]["status"] == "finished"
     assert all(c["status"] == "done" for c in manifest["cells"].values())
     board_text = (tiny_run / "leaderboard.md").read_text()
-    assert (
-        "## Explainers" in board_text and "## Models by localisation" in board_text and "peak_memory" not in board_text
-    )
+    assert "## Explainers" in board_text and "## Reliability" in board_text and "peak_memory" not in board_text
+    assert "## Models by localisation" not in board_text  # one model: no table of one row
     board = pd.read_parquet(tiny_run / "leaderboard.parquet")
     assert set(board.columns) >= {"mean", "ci_low", "ci_high", "rank", "n"}
     preds = pd.read_parquet(next((tiny_run / "predictions").glob("*.parquet")))
@@ -137,7 +137,7 @@ def test_unfinished_parts_of_a_planned_sweep_survive_retirement(tmp_path: Path) 
     stale_parts = out / "parts" / "synthetic__small_cnn__saliency__0123456789"
     variant_parts.mkdir(parents=True)
     stale_parts.mkdir(parents=True)
-    Runner(suite, RunOptions(progress=False))._retire_superseded(build_plan(suite), {"cells": {}})
+    Runner(suite, RunOptions(progress=False))._retire_superseded(build_plan(suite), Manifest())
     assert variant_parts.is_dir() and not stale_parts.exists()
     assert (out / "superseded" / "parts" / stale_parts.name).is_dir()
 

@@ -1,24 +1,25 @@
-"""`--executor local` (default): cells one after another in this process, models loaded once."""
+"""`--executor local` (default): tasks one after another in this process, models loaded once."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
-from bench.config import Suite
-from bench.executors.base import Executor, WorkerSpec
-from bench.plan import Cell
-from bench.work import WorkResult
+from bench.executors.base import Executor
+from bench.tasks import CellTask, Event
+from bench.work import Worker, run_task
 
 
 class LocalExecutor(Executor):
-    def __init__(self, spec: WorkerSpec, suite: Suite | None = None, log: Callable[[str], None] = print):
-        self.spec = spec
-        self.suite = suite
-        self.log = log
+    def __init__(self, cache_root: Path | None, log: Callable[[str], None] = print):
+        self.stopping = False
+        self.worker = Worker(cache_root, log=log, should_stop=lambda: self.stopping)
 
-    def run(
-        self, cells: list[Cell], tick: Callable[[int], None], complete: Callable[[Cell], bool]
-    ) -> Iterator[WorkResult]:
-        worker = self.spec.worker(self.suite, self.log)
-        for cell in cells:  # grouped by (dataset, model) by the planner, so each model loads once
-            yield worker.run(cell, lambda: tick(1), complete)
+    def run(self, tasks: list[CellTask]) -> Iterator[Event]:
+        for task in tasks:  # grouped by (dataset, model) by the planner, so each model loads once
+            if self.stopping:
+                return
+            yield from run_task(self.worker, task)
+
+    def stop(self) -> None:
+        self.stopping = True

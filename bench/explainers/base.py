@@ -10,6 +10,7 @@ from typing import Annotated, ClassVar, Literal
 import torch
 from pydantic import Field
 
+from bench.cards import ExplainerCard, params_json
 from bench.component import Component, Params
 from bench.types import LoadedModel, Passes
 
@@ -84,6 +85,22 @@ class Explainer(Component):
 
     requires: ClassVar[frozenset[str]] = frozenset()
     deterministic: ClassVar[bool] = True
+    family: ClassVar[str] = "other"  # gradient | perturbation | cam | relevance | attention | control
+    control: ClassVar[bool] = False  # a reference line that ignores the model (random, centre, edges)
+
+    def card(self, key: str, control: bool | None = None) -> ExplainerCard:
+        """The immutable facts of this configured explainer under the suite id ``key``; ``control``
+        (the suite entry's ``control:``) overrides the class's flag."""
+        return ExplainerCard(
+            key=key,
+            name=self.name,
+            version=self.version,
+            params=params_json(self.params),
+            family=self.family,
+            control=self.control if control is None else control,
+            deterministic=self.deterministic,
+            requires=tuple(sorted(self.requires)),
+        )
 
     def prepare(self, ctx: ExplainerContext) -> None:
         """Set up per-cell state (e.g. a background set). Default: nothing."""

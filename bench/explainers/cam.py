@@ -245,6 +245,8 @@ class CAMExplainer(Explainer):
     ``layer: all_conv`` and post-processes the map.
     """
 
+    family = "cam"
+
     Params = CAMParams
     requires = frozenset({"spatial_layer"})
 

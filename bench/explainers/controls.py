@@ -27,6 +27,9 @@ LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601 weights of R, G, B in grey
 class ModelFreeExplainer(Explainer):
     """A control: its maps depend on the images at most, never on the model."""
 
+    family = "control"
+    control = True
+
     def passes(self) -> Passes:
         return Passes(0, 0)
 

@@ -30,6 +30,8 @@ from bench.types import LoadedModel, Passes
 class ChannelExplainer(Explainer):
     """An explainer whose per-channel attributions exist before the channel reduction."""
 
+    family = "gradient"
+
     requires = frozenset({"gradients"})
 
     @abstractmethod

@@ -249,6 +249,8 @@ class LRP(Explainer):
     that have no LRP rule (attention, layer norm, unknown blocks), listing their types.
     """
 
+    family = "relevance"
+
     Params = LRPParams
     version = 1
     requires = frozenset({"gradients"})

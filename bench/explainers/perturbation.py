@@ -60,6 +60,8 @@ def windows_per_side(side: int, window: int, stride: int) -> int:
 class Occlusion(Explainer):
     """Occlusion (Zeiler & Fergus 2014, captum): score drop when a sliding patch is replaced by a baseline."""
 
+    family = "perturbation"
+
     Params = OcclusionParams
 
     def passes(self) -> Passes:
@@ -189,6 +191,8 @@ def paint(weights: torch.Tensor, segments: torch.Tensor, spread: str) -> torch.T
 
 class SurrogateExplainer(Explainer):
     """An explainer that fits a captum surrogate (LIME-style) on superpixels, one seeded image at a time."""
+
+    family = "perturbation"
 
     Params = SurrogateFields
     deterministic = False

@@ -125,6 +125,8 @@ def render_masks(grids: torch.Tensor, shifts: torch.Tensor, geom: MaskGeometry) 
 class RISE(Explainer):
     """RISE (Petsiuk et al. 2018): average of random coarse masks weighted by the masked image's score."""
 
+    family = "perturbation"
+
     Params = RISEParams
     deterministic = False
 

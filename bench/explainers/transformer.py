@@ -144,6 +144,8 @@ def cls_patch_map(
 class _AttentionExplainer(Explainer):
     """Shared by the ViT explainers: the ViT inside the model, or the reason there is none."""
 
+    family = "attention"
+
     requires: ClassVar[frozenset[str]] = frozenset({"vit"})
 
     def supports(self, model: LoadedModel) -> str | None:

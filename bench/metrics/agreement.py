@@ -48,6 +48,8 @@ def _no_background(n: int) -> torch.Tensor:
 class Agreement(Metric):
     """Similarity (Spearman by default) of the attributions to another explainer's on the same images."""
 
+    family = "agreement"
+
     Params = AgreementParams
     outputs: ClassVar[dict[str, Direction]] = {"": Direction.HIGHER}
     ranked: ClassVar[bool] = False

@@ -9,6 +9,7 @@ from typing import ClassVar
 
 import torch
 
+from bench.cards import MetricCard, OutputCard, params_json
 from bench.component import Component
 from bench.explainers.base import Explainer
 from bench.types import Batch, Direction, LoadedModel, Passes
@@ -46,25 +47,81 @@ class Scores:
 
     values: per-sample (N,) scores by output name ("" = the main value).
     curves: optional per-sample curves (N, K) by name, e.g. a deletion curve, for plots.
-    reasons: optional per-sample text saying why a value is NaN (e.g. "empty mask").
+    reasons: optional per-sample text saying why a value is NaN, or why a sample is degenerate.
+    degenerate: optional (N,) bool: the attribution gives no answer (a constant map, no positive
+        evidence). The runner records such samples with status "degenerate" and the value the
+        metric's card declares for that output (``Metric.degenerate``), or NaN where it declares none.
     """
 
     values: dict[str, torch.Tensor]
     curves: dict[str, torch.Tensor] = field(default_factory=dict)
     reasons: list[str | None] | None = None
+    degenerate: torch.Tensor | None = None
 
 
 class Metric(Component):
-    """Scores attributions. ``needs`` names batch fields beyond images and targets ("mask",
-    "timing"); ``outputs`` maps each output name to the direction in which it improves."""
+    """Scores attributions.
+
+    Class-level facts (declared once, summarised into the metric's card):
+    ``needs`` names batch fields beyond images and targets ("mask", "timing");
+    ``outputs`` maps each output name to the direction in which it improves
+    (``directions()`` when params change it); ``family`` says which question the
+    metric answers; ``ranked`` is False for descriptive metrics (agreement, cost);
+    ``degenerate`` maps an output to what an attribution that gives no answer
+    scores (e.g. 0 for a constant map in the pointing game); ``units`` marks cost
+    outputs; ``unranked`` names outputs that describe rather than rank (the mean
+    rank counts each metric once, by its main output); ``reference`` names the
+    implementation the tests compare with.
+    """
 
     needs: ClassVar[frozenset[str]] = frozenset()
     outputs: ClassVar[dict[str, Direction]] = {"": Direction.HIGHER}
-    ranked: ClassVar[bool] = True  # False: descriptive (agreement, cost); shown but not in the mean rank
+    family: ClassVar[str] = "other"
+    ranked: ClassVar[bool] = True
+    degenerate: ClassVar[dict[str, float]] = {}
+    units: ClassVar[dict[str, str]] = {}
+    unranked: ClassVar[frozenset[str]] = frozenset()  # outputs that describe rather than rank (ROAD's morf, lerf)
+    reference: ClassVar[str] = ""
+
+    def directions(self) -> dict[str, Direction]:
+        """Output name -> direction for these params (the class's ``outputs`` unless overridden)."""
+        return dict(self.outputs)
+
+    def card(self, key: str) -> MetricCard:
+        """The immutable facts of this configured metric under the suite id ``key``."""
+        outputs = tuple(
+            OutputCard(
+                column=output_name(key, output),
+                higher_is_better=direction.higher_is_better,
+                ranked=self.ranked and output not in self.unranked and self.units.get(output, "score") == "score",
+                degenerate_value=self.degenerate.get(output),
+                unit=self.units.get(output, "score"),
+            )
+            for output, direction in self.directions().items()
+        )
+        return MetricCard(
+            key=key,
+            name=self.name,
+            version=self.version,
+            params=params_json(self.params),
+            family=self.family,
+            needs=tuple(sorted(self.needs)),
+            outputs=outputs,
+            reference=self.reference,
+        )
 
     def passes(self) -> Passes:
         """Model passes per image (estimate for `xbench validate`)."""
         return Passes(0, 0)
+
+    def no_answer(self, values: dict[str, torch.Tensor], degenerate: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``values`` with the declared "no answer" value (``degenerate``; NaN where none is declared)
+        in the samples where the (N,) bool ``degenerate`` holds."""
+        out = {}
+        for output, v in values.items():
+            fill = self.degenerate.get(output, float("nan"))
+            out[output] = torch.where(degenerate.to(v.device), torch.tensor(fill, dtype=v.dtype, device=v.device), v)
+        return out
 
     @abstractmethod
     def score(self, inp: MetricInput) -> Scores:

@@ -43,6 +43,8 @@ class _MagnitudeMetric(Metric):
     """Base of the complexity metrics: a statistic of |attribution| per sample; an all-zero map is
     NaN with a reason. No model pass. Subclasses implement ``measure``."""
 
+    family = "complexity"
+
     def passes(self) -> Passes:
         return Passes(0, 0)
 

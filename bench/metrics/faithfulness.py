@@ -315,6 +315,7 @@ def output_scores(model: LoadedModel, x: torch.Tensor, target: torch.Tensor, p: 
 
 
 class _CurveMetric(Metric):
+    family = "faithfulness"
     Params = PerturbationCurveParams
     insertion: bool = False
 
@@ -413,9 +414,13 @@ class FaithfulnessCorrelation(Metric):
     f(x) - f(x_S) of the target output is correlated (Pearson or Spearman) with
     the sum of the attribution over S. Equals Quantus' FaithfulnessCorrelation
     given the same subsets (Quantus draws channel values with numpy's global RNG
-    and counts C per pixel). A constant attribution (all subset sums equal) or a
-    model whose output does not move gives NaN with the reason.
+    and counts C per pixel). A constant attribution (all subset sums equal) gives no
+    answer: 0 (no association), status "degenerate"; a model whose output does not
+    move gives NaN with the reason.
     """
+
+    family = "faithfulness"
+    degenerate: ClassVar[dict[str, float]] = {"": 0.0}  # a constant map: no association with the output
 
     Params = FaithfulnessCorrelationParams
     outputs: ClassVar[dict[str, Direction]] = {"": Direction.HIGHER}
@@ -459,15 +464,17 @@ class FaithfulnessCorrelation(Metric):
             sums, drops = average_ranks(sums), average_ranks(drops)
         corr, flat_sums, flat_drops = pearson_rows(sums, drops)
         finite = torch.isfinite(drops).all(1)
+        no_answer = flat_sums & finite & ~flat_drops
+        values = self.no_answer({"": corr}, no_answer)
         reasons = nan_reasons(
             corr,
             [
                 (~finite, NON_FINITE),
-                (flat_sums, "the attribution sums are equal on every subset (constant attribution)"),
                 (flat_drops, "the model output does not change when the subsets are removed"),
+                (flat_sums, "the attribution sums are equal on every subset (constant attribution): no answer"),
             ],
         )
-        return Scores(values={"": corr}, reasons=reasons)
+        return Scores(values=values, reasons=reasons, degenerate=no_answer)
 
 
 # ----------------------------------------------------------------------------- pixel flipping
@@ -486,6 +493,8 @@ class PixelFlipping(Metric):
     spacing, as Quantus' PixelFlipping with ``return_auc_per_sample`` (lower is
     better). Quantus' ``features_in_step`` is C x ``pixels_per_step``.
     """
+
+    family = "faithfulness"
 
     Params = PixelFlippingParams
     outputs: ClassVar[dict[str, Direction]] = {"": Direction.LOWER}
@@ -554,13 +563,15 @@ class RegionPerturbation(Metric):
     ``random`` is a control ordered like ``morf``.
     """
 
+    family = "faithfulness"
+    unranked: ClassVar[frozenset[str]] = frozenset({"aopc"})  # alternative summaries of the main value
+
     Params = RegionPerturbationParams
     outputs: ClassVar[dict[str, Direction]] = {"": Direction.HIGHER, "aopc": Direction.HIGHER}
 
-    def __init__(self, params: RegionPerturbationParams | None = None):
-        super().__init__(params)
+    def directions(self) -> dict[str, Direction]:
         direction = Direction.LOWER if self.params.order == "lerf" else Direction.HIGHER
-        self.outputs = {"": direction, "aopc": direction}
+        return {"": direction, "aopc": direction}
 
     def passes(self) -> Passes:
         p = self.params
@@ -645,6 +656,8 @@ class IROF(Metric):
     stored padded with NaN to the batch's largest K. A zero reference score
     f(x) or fewer than two superpixels give NaN with the reason.
     """
+
+    family = "faithfulness"
 
     Params = IROFParams
     outputs: ClassVar[dict[str, Direction]] = {"": Direction.HIGHER}

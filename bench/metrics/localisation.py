@@ -6,10 +6,17 @@ void pixels are left out of every count by default (``ignore_void``), and
 
 Every metric here is bookkeeping on the attribution and the mask (no model
 pass), batched over the samples: row sorts, cumulative counts and binary searches
-instead of per-threshold or per-pixel loops. An empty mask gives NaN with the
-reason "empty mask"; other undefined cases (a constant map in the pointing
-game, no positive attribution for the energy pointing game, no background for
-the AUROC) give NaN with their own reason, never a silent 0.
+instead of per-threshold or per-pixel loops.
+
+One rule for attributions that give no answer, the same in every metric here: a
+map that is constant over the counted pixels (all zero, say) points nowhere. Such
+a sample is *degenerate*: it scores the metric's declared "no answer" value (0
+for IoU, the IoU sweep, the pointing game, the energy pointing game and relevance
+rank accuracy, TorchRay's convention for the pointing game; 0.5, chance, for the
+pixel AUROC) with status "degenerate" and the reason, so a failing explainer
+cannot win by being left out of the mean. The energy pointing game also counts a
+map without positive attribution as degenerate. An empty mask, or a mask without
+background for the AUROC, is undefined instead: NaN with the reason.
 
 Implemented:
 
@@ -122,11 +129,17 @@ def _otsu(attr: torch.Tensor, valid: torch.Tensor, bins: int = 256) -> torch.Ten
     return lo.squeeze(1) + (best + 0.5) / (bins - 1) * span.squeeze(1)
 
 
+def constant_maps(attr: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """(N,) bool: the attribution takes a single value over the counted pixels (it points nowhere)."""
+    return _valid_values(attr, valid, float("inf")).amin(1) == _valid_values(attr, valid, float("-inf")).amax(1)
+
+
 def binarise(attr: torch.Tensor, obj: torch.Tensor, valid: torch.Tensor, rule: str, value: float) -> torch.Tensor:
     """Pixels selected by the threshold rule: bool (N, 1, H, W), only valid pixels.
 
-    Ties with the threshold are selected, so a constant map selects every valid
-    pixel (chance level) instead of an arbitrary subset.
+    Ties with the threshold are selected (all pixels tied at the cut go together,
+    never an arbitrary subset). A constant map selects nothing: it has no answer to
+    give, and selecting every pixel would score the mask's area as if it were one.
     """
     flat = attr.flatten(1)
     keep = valid.flatten(1)
@@ -141,7 +154,8 @@ def binarise(attr: torch.Tensor, obj: torch.Tensor, valid: torch.Tensor, rule: s
         k = _topk_count(keep.sum(1), value) if rule == "topk" else obj.flatten(1).sum(1)
         thr = _kth_largest(attr, valid, k.clamp(min=1))
     thr = torch.minimum(thr, peak)  # never select nothing: at least the peak pixels
-    return ((flat >= thr[:, None]) & keep).view_as(attr)
+    selected = (flat >= thr[:, None]) & keep & ~constant_maps(attr, valid)[:, None]
+    return selected.view_as(attr)
 
 
 def iou_from_counts(inter: torch.Tensor, selected: torch.Tensor, objects: torch.Tensor) -> torch.Tensor:
@@ -208,17 +222,25 @@ class MapScores:
     """Per-sample scores of one (attribution, mask) pair before the common edge cases are applied.
 
     undefined: (condition (N,) bool, reason) pairs: NaN with that reason where the condition holds.
+    no_answer: (condition, reason) pairs beyond the common constant-map rule that make a sample
+        degenerate (the energy pointing game's "no positive attribution").
     """
 
     values: dict[str, torch.Tensor]
     undefined: list[tuple[torch.Tensor, str]] = field(default_factory=list)
     curves: dict[str, torch.Tensor] = field(default_factory=dict)
+    no_answer: list[tuple[torch.Tensor, str]] = field(default_factory=list)
+
+
+CONSTANT_MAP = "constant attribution: the map points nowhere (scored as no answer)"
 
 
 class MaskMetric(Metric):
     """Base of the localisation metrics: pairs attributions with masks (``resolution``), splits the
     masks into object and counted pixels (``ignore_void``), and turns an empty mask and the
     subclass's undefined cases into NaN with a reason. Subclasses implement ``score_maps``."""
+
+    family = "localisation"
 
     Params = MaskFields
     needs = frozenset({"mask"})
@@ -230,22 +252,31 @@ class MaskMetric(Metric):
         values: dict[str, list[torch.Tensor]] = {}
         curves: dict[str, list[torch.Tensor]] = {}
         reasons: list[str | None] = []
+        degenerate: list[torch.Tensor] = []
         for attr, mask in mask_pairs(inp, self.params.resolution):
             obj, valid = split_mask(mask, self.params.ignore_void)
             part = self.score_maps(attr, obj, valid)
-            empty = ~obj.flatten(1).any(1)
-            part_values, part_curves, part_reasons = undefined(
-                part.values, [(empty, "empty mask"), *part.undefined], part.curves
-            )
+            rules = [(~obj.flatten(1).any(1), "empty mask"), *part.undefined]
+            part_values, part_curves, part_reasons = undefined(part.values, rules, part.curves)
+            undefined_any = torch.stack([condition for condition, _ in rules]).any(0)
+            flagged = torch.zeros_like(undefined_any)
+            for condition, reason in [(constant_maps(attr, valid), CONSTANT_MAP), *part.no_answer]:
+                for i in (condition & ~flagged & ~undefined_any).nonzero().flatten().tolist():
+                    part_reasons[i] = reason
+                flagged = flagged | (condition & ~undefined_any)
+            part_values = self.no_answer(part_values, flagged)
+            part_curves = {k: torch.where(flagged[:, None], torch.nan, c) for k, c in part_curves.items()}
             for k, v in part_values.items():
                 values.setdefault(k, []).append(v)
             for k, c in part_curves.items():
                 curves.setdefault(k, []).append(c)
             reasons += part_reasons
+            degenerate.append(flagged)
         return Scores(
             values={k: torch.cat(v) for k, v in values.items()},
             curves={k: torch.cat(c) for k, c in curves.items()},
             reasons=reasons,
+            degenerate=torch.cat(degenerate),
         )
 
     @abstractmethod
@@ -262,6 +293,7 @@ class IoU(MaskMetric):
 
     Params = IoUParams
     outputs: ClassVar[dict[str, Direction]] = {"": Direction.HIGHER}
+    degenerate: ClassVar[dict[str, float]] = {"": 0.0}
 
     def score_maps(self, attr: torch.Tensor, obj: torch.Tensor, valid: torch.Tensor) -> MapScores:
         p = self.params
@@ -323,6 +355,7 @@ class IoUSweep(MaskMetric):
 
     Params = IoUSweepParams
     outputs: ClassVar[dict[str, Direction]] = {"": Direction.HIGHER}
+    degenerate: ClassVar[dict[str, float]] = {"": 0.0}
 
     def score_maps(self, attr: torch.Tensor, obj: torch.Tensor, valid: torch.Tensor) -> MapScores:
         p = self.params
@@ -391,8 +424,8 @@ class PointingGame(MaskMetric):
 
     The maxima are taken over the counted (non-void) pixels. Ties at the maximum: every maximum
     counts, and the sample is a hit if any of them hits (Quantus' convention). A constant map,
-    where every counted pixel is a maximum, would then always hit: it is NaN with the reason
-    "constant attribution: no maximum to point at" instead.
+    where every counted pixel is a maximum, would then always hit: it is a miss (0, degenerate)
+    instead, as TorchRay counts a map with no maximum.
 
     ``tolerance`` follows TorchRay (``torchray.benchmark.pointing_game``): a hit when the object
     mask intersects the open disk of radius ``tolerance`` pixels around the point (squared
@@ -403,19 +436,17 @@ class PointingGame(MaskMetric):
 
     Params = PointingGameParams
     outputs: ClassVar[dict[str, Direction]] = {"": Direction.HIGHER}
+    degenerate: ClassVar[dict[str, float]] = {"": 0.0}  # a miss, as in TorchRay's protocol
 
     def score_maps(self, attr: torch.Tensor, obj: torch.Tensor, valid: torch.Tensor) -> MapScores:
         values = _valid_values(attr, valid, float("-inf"))
         keep = valid.flatten(1)
         maxima = (values == values.amax(1, keepdim=True)) & keep
-        constant = ~(keep & ~maxima).any(1)  # every counted pixel is a maximum
         if self.params.tolerance <= 1:
             hit = (maxima & obj.flatten(1)).any(1)
         else:
             hit = near_object(maxima.view_as(attr), obj, self.params.tolerance)
-        return MapScores(
-            values={"": hit.float()}, undefined=[(constant, "constant attribution: no maximum to point at")]
-        )
+        return MapScores(values={"": hit.float()})
 
 
 class EnergyPointingGame(MaskMetric):
@@ -428,17 +459,18 @@ class EnergyPointingGame(MaskMetric):
     normalise=False) on max(a, 0), and quantus.AttributionLocalisation (positive_attributions=True,
     abs=False, normalise=False) up to that one's +1e-9 in the denominator. Quantus'
     RelevanceMassAccuracy on raw signed maps differs (negative mass outside the mask can push it
-    above 1). A map without positive attribution (e.g. all zero) is NaN with a reason.
+    above 1). A map without positive attribution (e.g. all zero) gives no answer: 0, degenerate.
     """
 
     outputs: ClassVar[dict[str, Direction]] = {"": Direction.HIGHER}
+    degenerate: ClassVar[dict[str, float]] = {"": 0.0}
 
     def score_maps(self, attr: torch.Tensor, obj: torch.Tensor, valid: torch.Tensor) -> MapScores:
         positive = attr.flatten(1).clamp(min=0)
         total = (positive * valid.flatten(1)).sum(1, dtype=torch.float64)
         inside = (positive * obj.flatten(1)).sum(1, dtype=torch.float64)
         share = inside / torch.where(total > 0, total, 1.0)
-        return MapScores(values={"": share}, undefined=[(total <= 0, "no positive attribution")])
+        return MapScores(values={"": share}, no_answer=[(total <= 0, "no positive attribution (scored as no answer)")])
 
 
 class RelevanceRankAccuracy(MaskMetric):
@@ -447,12 +479,13 @@ class RelevanceRankAccuracy(MaskMetric):
     Pixels are ranked by attribution among the counted (non-void) pixels. Ties across the K-th
     place are resolved by expectation over a random order: the pixels strictly above the K-th
     value count fully, and the remaining places are shared among the pixels tied with it in
-    proportion to how many of them are object. So a constant map scores |mask| / |counted pixels|
-    (chance) and the result does not depend on pixel positions. Without ties this equals
-    quantus.RelevanceRankAccuracy (whose ties follow numpy's unstable argsort).
+    proportion to how many of them are object, so the result does not depend on pixel
+    positions. A constant map gives no answer (0, degenerate), as in every localisation metric.
+    Without ties this equals quantus.RelevanceRankAccuracy (whose ties follow numpy's unstable argsort).
     """
 
     outputs: ClassVar[dict[str, Direction]] = {"": Direction.HIGHER}
+    degenerate: ClassVar[dict[str, float]] = {"": 0.0}
 
     def score_maps(self, attr: torch.Tensor, obj: torch.Tensor, valid: torch.Tensor) -> MapScores:
         flat, keep, objects = attr.flatten(1), valid.flatten(1), obj.flatten(1)
@@ -482,10 +515,12 @@ class PixelAUROC(MaskMetric):
     positive at sorted position i has i - (positives before it) negatives before it, so the sum of
     the positives' positions gives "negatives below" and "negatives below or tied", whose mean is
     the tie-aware count. Exact (integer counts). Void pixels are left out (sorted last). A constant
-    map scores 0.5 (chance), the true mask 1. A mask without background is NaN with a reason.
+    map gives no answer: 0.5 (chance, what the AUROC of a constant score is), degenerate; the true
+    mask scores 1. A mask without background is NaN with a reason.
     """
 
     outputs: ClassVar[dict[str, Direction]] = {"": Direction.HIGHER}
+    degenerate: ClassVar[dict[str, float]] = {"": 0.5}
 
     def score_maps(self, attr: torch.Tensor, obj: torch.Tensor, valid: torch.Tensor) -> MapScores:
         keys = _order_keys(_valid_values(attr, valid, float("inf"))) * 2  # non-counted pixels after every value

@@ -51,6 +51,7 @@ from quantus.helpers.enums import EvaluationCategory
 from quantus.metrics.base import Metric as QuantusMetric
 from torch import nn
 
+from bench.cards import FAMILIES
 from bench.component import Params
 from bench.errors import ConfigError
 from bench.metrics.base import Metric, MetricInput, Scores
@@ -179,6 +180,9 @@ class QuantusPassThrough(Metric):
 
     def __init__(self, params: QuantusParams | None = None):
         super().__init__(params)
+        self.directions()  # fails now, with the fix, when the direction is unknown
+
+    def directions(self) -> dict[str, Direction]:
         p = self.params
         direction = default_direction(self.quantus_name, p.init)
         if p.higher_is_better is not None:
@@ -189,7 +193,7 @@ class QuantusPassThrough(Metric):
                 field="params.higher_is_better",
                 fix="set params.higher_is_better to true or false",
             )
-        self.outputs = {"": direction}
+        return {"": direction}
 
     def passes(self) -> Passes:
         """Unknown: Quantus does its own passes (the estimate counts none)."""
@@ -354,7 +358,9 @@ def quantus_metric(name: str) -> type[Metric]:
         (QuantusParams,),
         {"__module__": __name__, "_checked": model_validator(mode="after")(known_keys_and_direction)},
     )
-    localisation = getattr(qcls, "evaluation_category", None) == EvaluationCategory.LOCALISATION
+    category = getattr(qcls, "evaluation_category", None)
+    localisation = category == EvaluationCategory.LOCALISATION
+    family = category.value.lower() if category is not None and category.value.lower() in FAMILIES else "other"
     return type(
         f"Quantus{name}",
         (QuantusPassThrough,),
@@ -365,5 +371,7 @@ def quantus_metric(name: str) -> type[Metric]:
             "quantus_name": name,
             "quantus_class": qcls,
             "needs": frozenset({"mask"}) if localisation else frozenset(),
+            "family": family,
+            "reference": f"quantus.{name}",
         },
     )

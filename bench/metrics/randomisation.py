@@ -119,6 +119,8 @@ class ModelRandomisationParams(RandomisationFields):
 class ModelParameterRandomisation(Metric):
     """Model parameter randomisation test (Adebayo et al. 2018): similarity to explanations of randomised models."""
 
+    family = "randomisation"
+
     Params = ModelRandomisationParams
     outputs: ClassVar[dict[str, Direction]] = {"": Direction.LOWER}
 
@@ -168,6 +170,8 @@ class RandomLogitParams(RandomisationFields):
 
 class RandomLogit(Metric):
     """Random logit test (Sixt et al. 2020): similarity to the explanation of a random other class."""
+
+    family = "randomisation"
 
     Params = RandomLogitParams
     outputs: ClassVar[dict[str, Direction]] = {"": Direction.LOWER}

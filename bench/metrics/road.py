@@ -163,6 +163,9 @@ class ROAD(Metric):
     one-channel attributions).
     """
 
+    family = "faithfulness"
+    unranked: ClassVar[frozenset[str]] = frozenset({"morf", "lerf"})  # alternative summaries of the main value
+
     Params = ROADParams
     outputs: ClassVar[dict[str, Direction]] = {
         "": Direction.HIGHER,

@@ -22,6 +22,10 @@ from bench.types import Direction
 class Runtime(Metric):
     """Explainer seconds per image (CUDA events on GPU, wall clock on CPU), passes and peak memory."""
 
+    family = "cost"
+    units: ClassVar[dict[str, str]] = {"": "seconds", "forward_images": "images", "backward_images": "images",
+                                       "peak_memory_mb": "megabytes"}  # fmt: skip
+
     needs = frozenset({"timing"})
     ranked: ClassVar[bool] = False  # cost: shown beside the quality metrics, not averaged into the mean rank
     outputs: ClassVar[dict[str, Direction]] = {

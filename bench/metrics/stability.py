@@ -144,6 +144,7 @@ class SensitivityParams(PerturbationParams):
 
 
 class _Sensitivity(Metric):
+    family = "robustness"
     Params = SensitivityParams
     outputs: ClassVar[dict[str, Direction]] = {"": Direction.LOWER}
 
@@ -191,6 +192,8 @@ class LocalLipschitzParams(PerturbationParams):
 class LocalLipschitz(Metric):
     """Local Lipschitz estimate (Alvarez-Melis & Jaakkola 2018): max ||a(x) - a(x')|| / ||x - x'|| under noise."""
 
+    family = "robustness"
+
     Params = LocalLipschitzParams
     outputs: ClassVar[dict[str, Direction]] = {"": Direction.LOWER}
 
@@ -233,6 +236,9 @@ class Consistency(Metric):
     sum_p c_p (c_p - 1) / 2. Deterministic explainers give NaN ("consistency is
     trivially 1"); a constant run makes the Spearman value NaN.
     """
+
+    family = "robustness"
+    unranked: ClassVar[frozenset[str]] = frozenset({"topk"})  # alternative summaries of the main value
 
     Params = ConsistencyParams
     outputs: ClassVar[dict[str, Direction]] = {"": Direction.HIGHER, "topk": Direction.HIGHER}
