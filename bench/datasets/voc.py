@@ -32,7 +32,7 @@ from pydantic import Field, field_validator
 
 from bench.component import Params
 from bench.datasets.base import Dataset
-from bench.datasets.image_io import UnreadableImage, read_image, resize, resize_mask
+from bench.datasets.image_io import UnreadableImage, mask_batch, read_image, resize
 from bench.datasets.label_map_files import label_map_field
 from bench.datasets.label_maps import VOC_MAP, LabelMap
 from bench.datasets.voc_boxes import BoxTruth, parse_annotation
@@ -403,25 +403,4 @@ class VOC2012(Dataset):
                 skipped.append((ref.id, mask))
                 continue
             kept.append((ref, entry[0], mask))
-        return self._batch(kept, skipped, size)
-
-    def _batch(
-        self,
-        kept: list[tuple[SampleRef, torch.Tensor, torch.Tensor]],
-        skipped: list[tuple[str, str]],
-        size: tuple[int, int],
-    ) -> Batch:
-        """Stack the usable samples (full-resolution masks resized; kept as originals when asked)."""
-        if not kept:
-            x, mask = torch.empty(0, 3, *size), torch.empty(0, 1, *size, dtype=torch.uint8)
-        else:
-            x = torch.stack([x for _, x, _ in kept])
-            mask = torch.stack([resize_mask(m, size) for _, _, m in kept])
-        return Batch(
-            x=x,
-            label=torch.tensor([ref.label for ref, _, _ in kept], dtype=torch.long),
-            ids=[ref.id for ref, _, _ in kept],
-            mask=mask,
-            original_masks=[m for _, _, m in kept] if self.params.keep_original_masks else None,
-            skipped=skipped,
-        )
+        return mask_batch(kept, skipped, size, self.params.keep_original_masks)
