@@ -193,4 +193,7 @@ def load_group(suite: Any, dataset_key: str, model_key: str, device: torch.devic
     source = suite.models[model_key]
     source.check(dataset)
     model = source.load(ModelContext(dataset=dataset, device=device, log=log))
-    return prepare_group(dataset, model, refs, seeds, target_rule=cfg.target, batch_size=cfg.batch_size, device=device)
+    group = prepare_group(dataset, model, refs, seeds, target_rule=cfg.target, batch_size=cfg.batch_size, device=device)
+    # images whose files could not be indexed gave no samples, so no batch reports them: report them here
+    group.skipped = [*dataset.index_problems(dataset.eval_split), *group.skipped]
+    return group

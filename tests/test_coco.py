@@ -285,7 +285,6 @@ def test_coco_categories_map_to_imagenet(files: tuple[Path, Path], tmp_path: Pat
     assert sets == [(), (151,), (386,)]
 
 
-@pytest.mark.slow
 def test_a_coco_suite_runs_with_mapped_targets(files: tuple[Path, Path], tmp_path: Path) -> None:
     pytest.importorskip("timm")
     suite = {

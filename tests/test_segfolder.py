@@ -177,3 +177,27 @@ def test_missing_folders_are_data_errors(tmp_path: Path) -> None:
     with pytest.raises(DataError) as err:
         folder(tmp_path / "data", labels_csv=str(tmp_path / "none.csv")).check()
     assert err.value.field == "labels_csv"
+
+
+def test_problems_reach_the_run_manifest(root: Path, tmp_path: Path) -> None:
+    """Images that give no samples are reported with the skipped samples, not only warned about."""
+    import json
+
+    from bench.cli import main
+    from tests.conftest import write_suite
+
+    pytest.importorskip("timm")
+    (root / "masks" / "b.png").unlink()
+    suite = {
+        "name": "segfolder-tiny", "samples": None, "batch_size": 4, "device": "cpu", "warmup": False,
+        "output": str(tmp_path / "run"),
+        "datasets": [{"name": "segfolder", "params": {"root": str(root), "classes": CLASSES}}],
+        "models": [{"name": "timm", "params": {"arch": "test_resnet", "pretrained": False, "num_classes": 3}}],
+        "explainers": ["random"], "metrics": [{"name": "iou", "params": {"threshold": "mask_size"}}],
+    }  # fmt: skip
+    with pytest.warns(UserWarning, match="1 images give no samples"):
+        assert main(["run", str(write_suite(tmp_path, suite)), "--no-progress"]) == 0
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert manifest["unreadable_samples"]["segfolder/timm"] == [
+        ["b", "masks/b.png: missing (the mask of images/b.png)"]
+    ]
