@@ -202,5 +202,9 @@ def open_group(
     source.check(dataset)
     model = source.load(ModelContext(dataset=dataset, device=device, log=log))
     by_id = dict(zip([r.id for r in refs], seeds, strict=True))
-    return prepare_group(dataset, model, list(refs), by_id, target_rule=target_rule, batch_size=batch_size,
-                         device=device)  # fmt: skip
+    group = prepare_group(
+        dataset, model, list(refs), by_id, target_rule=target_rule, batch_size=batch_size, device=device
+    )
+    # images whose files could not be indexed gave no samples, so no batch reports them: report them here
+    group.skipped = [*dataset.index_problems(dataset.eval_split), *group.skipped]
+    return group

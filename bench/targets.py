@@ -3,10 +3,11 @@
 Rules (the suite's ``target``):
 
 - ``label``: the dataset label; the model must predict the dataset's own classes.
-- ``mapped``: for a model of another label space (an ImageNet classifier on VOC
-  or CIFAR-10), the highest-scoring model class inside the set that depicts the
-  sample's class (see ``bench.datasets.label_maps``); a class without
-  counterparts (VOC's person in ImageNet) gets no target.
+- ``mapped``: for a model of another label space (an ImageNet classifier on VOC,
+  CIFAR-10 or COCO, or any model with a user's ``label_map``), the
+  highest-scoring model class inside the set that depicts the sample's class
+  (see ``bench.datasets.label_maps``); a class without counterparts (VOC's
+  person in ImageNet) gets no target, and the reason.
 - ``predicted``: the model's top-1.
 - ``auto``: ``label`` when the model's classes are the dataset's, else
   ``mapped`` when a mapping exists, else ``predicted``.
@@ -23,7 +24,7 @@ import numpy as np
 import torch
 
 from bench.datasets.base import Dataset
-from bench.datasets.label_maps import inverse
+from bench.datasets.label_maps import ClassMap, inverse
 from bench.errors import ConfigError
 from bench.types import ModelSpec, SampleRef
 
@@ -41,34 +42,37 @@ class TargetPlan:
     reasons: list[str | None]  # why a sample has no target
 
 
-def resolve_rule(rule: str, spec: ModelSpec, dataset: Dataset) -> tuple[str, list[tuple[int, ...]] | None]:
-    """The concrete rule for ``rule`` ('auto' resolved) and the class sets it uses, if any."""
+def resolve_rule(rule: str, spec: ModelSpec, dataset: Dataset) -> tuple[str, ClassMap | None]:
+    """The concrete rule for ``rule`` ('auto' resolved) and the class map it uses, if any."""
     same = tuple(spec.class_names) == tuple(dataset.classes) and len(dataset.classes) > 0
-    sets = dataset.class_sets(spec.label_space) if spec.label_space and not same else None
+    mapping = dataset.class_map(spec) if not same else None
     if rule == "auto":
-        rule = "label" if same else ("mapped" if sets is not None else "predicted")
+        rule = "label" if same else ("mapped" if mapping is not None else "predicted")
     if rule == "label" and not same:
         raise ConfigError(
             f"target: label needs a model that predicts the dataset's classes; this model predicts "
             f"{spec.label_space or f'{spec.num_classes} other classes'}",
             field="target",
-            fix="use target: mapped (for ImageNet models on VOC or CIFAR-10) or target: predicted",
+            fix="use target: mapped (for ImageNet models on VOC, CIFAR-10 or COCO, or with a label_map) "
+            "or target: predicted",
         )
-    if rule == "mapped" and sets is None:
+    if rule == "mapped" and mapping is None:
         raise ConfigError(
             f"target: mapped needs a mapping from dataset {dataset.name!r} to the model's label space "
             f"{spec.label_space or '(unnamed)'}",
             field="target",
-            fix="use target: predicted, or target: label for a model trained on the dataset",
+            fix="give the dataset a label_map file (docs/label_maps.md), use target: predicted, "
+            "or target: label for a model trained on the dataset",
         )
-    return rule, sets
+    return rule, mapping
 
 
 def plan_targets(
     rule: str, probs: torch.Tensor, refs: list[SampleRef], spec: ModelSpec, dataset: Dataset
 ) -> TargetPlan:
     """Targets and correctness for model outputs ``probs`` (N, K) of samples ``refs``."""
-    rule, sets = resolve_rule(rule, spec, dataset)
+    rule, mapping = resolve_rule(rule, spec, dataset)
+    sets = mapping.sets if mapping is not None else None
     labels = [r.label for r in refs]
     top1 = probs.argmax(1).tolist()
     same = tuple(spec.class_names) == tuple(dataset.classes)
@@ -95,7 +99,9 @@ def plan_targets(
                 target = members[int(probs[i, list(members)].argmax())]
             else:
                 target = NO_TARGET
-                reason = f"class {dataset.classes[label]!r} has no counterpart in {spec.label_space}"
+                space = spec.label_space or "the model's classes"
+                why = mapping.reasons[label] if mapping is not None else None
+                reason = f"class {dataset.classes[label]!r} has no counterpart in {space}" + (f": {why}" if why else "")
         targets.append(target)
         correct.append(ok)
         reasons.append(reason)

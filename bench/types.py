@@ -104,6 +104,7 @@ class ModelSpec:
     class_names: tuple[str, ...] = ()
     label_space: str = ""  # e.g. "imagenet1k": datasets map their classes into it (see Dataset.class_sets)
     input_size: tuple[int, int] | None = None  # resize inside the model; None = as given
+    interpolation: Literal["bilinear", "bicubic", "nearest"] = "bilinear"  # how that resize samples
     mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
     std: tuple[float, float, float] = (1.0, 1.0, 1.0)
     target_layer: str | None = None  # default layer for CAM methods (a named_modules() path)

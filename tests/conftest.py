@@ -12,7 +12,8 @@ import torch
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = ROOT.parent / "shared" / "data"
+# The real data beside the project; XBENCH_SHARED_DATA points elsewhere (e.g. from a git worktree).
+SHARED_DATA = Path(os.environ.get("XBENCH_SHARED_DATA") or ROOT.parent / "shared" / "data")
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 

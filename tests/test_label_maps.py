@@ -1,8 +1,10 @@
-"""The VOC / CIFAR-10 -> ImageNet-1k class tables: names resolve, sets are right, disjoint and invertible."""
+"""The VOC / CIFAR-10 / COCO -> ImageNet-1k class tables: names resolve, sets are right, disjoint and invertible."""
 
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 
 import pytest
 from torchvision.models import ResNet50_Weights
@@ -19,9 +21,23 @@ def names(indices: tuple[int, ...]) -> set[str]:
     return {CATEGORIES[i] for i in indices}
 
 
+COCO_CATEGORIES = tuple(lm.COCO_NAMES)
+
+
+def test_shipped_imagenet_names_are_torchvisions() -> None:
+    assert tuple(CATEGORIES) == lm.IMAGENET_CATEGORIES
+
+
+def test_label_maps_import_without_torchvision() -> None:
+    """Importing torchvision costs seconds; the class list must not need it."""
+    code = "import sys, bench.datasets.label_maps, bench.datasets.label_map_files; print('torchvision' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert out.stdout.strip() == "False"
+
+
 def test_every_name_resolves_to_torchvision_categories() -> None:
     assert len(lm.IMAGENET_CATEGORIES) == 1000 and len(set(lm.IMAGENET_CATEGORIES)) == 1000
-    for table in (lm.VOC_NAMES, lm.CIFAR10_NAMES):
+    for table in (lm.VOC_NAMES, lm.CIFAR10_NAMES, lm.COCO_NAMES):
         for members in table.values():
             for name in members:
                 assert CATEGORIES[lm.imagenet_index(name)] == name
@@ -75,13 +91,30 @@ def test_pickup_is_a_voc_car_but_neither_cifar_automobile_nor_truck() -> None:
     assert set(lm.CIFAR10_IMAGENET["automobile"]) < set(lm.VOC_IMAGENET["car"])
 
 
-@pytest.mark.parametrize("table", [lm.VOC_IMAGENET, lm.CIFAR10_IMAGENET], ids=["voc", "cifar10"])
+def test_coco_sets() -> None:
+    coco = lm.COCO_IMAGENET
+    assert len(coco) == 80 and COCO_CATEGORIES[:3] == ("person", "bicycle", "car")
+    assert names(coco["elephant"]) == {"African elephant", "Indian elephant", "tusker"}
+    assert names(coco["zebra"]) == {"zebra"} and coco["giraffe"] == ()  # ImageNet-1k has no giraffe
+    assert coco["kite"] == ()  # ImageNet's kite (21) is the bird
+    assert 21 in coco["bird"]
+    assert names(coco["mouse"]) == {"mouse"} and CATEGORIES[673] == "mouse"  # the computer mouse
+    assert coco["person"] == () and coco["dog"] == lm.VOC_IMAGENET["dog"] and coco["tv"] == lm.VOC_IMAGENET["tvmonitor"]
+    pickup, streetcar = lm.imagenet_index("pickup"), lm.imagenet_index("streetcar")
+    assert pickup in coco["truck"] and pickup not in coco["car"] and streetcar in coco["train"]
+    empty = {cls for cls, members in coco.items() if not members}
+    assert empty == {cls for cls, entry in lm.COCO_MAP.entries.items() if entry.reason}  # each says why
+
+
+@pytest.mark.parametrize(
+    "table", [lm.VOC_IMAGENET, lm.CIFAR10_IMAGENET, lm.COCO_IMAGENET], ids=["voc", "cifar10", "coco"]
+)
 def test_sets_within_a_vocabulary_are_disjoint(table: dict[str, tuple[int, ...]]) -> None:
     members = [i for indices in table.values() for i in indices]
     assert len(members) == len(set(members))
 
 
-@pytest.mark.parametrize("classes", [VOC_CLASSES, CIFAR10_CLASSES], ids=["voc", "cifar10"])
+@pytest.mark.parametrize("classes", [VOC_CLASSES, CIFAR10_CLASSES, COCO_CATEGORIES], ids=["voc", "cifar10", "coco"])
 def test_inverse_round_trips(classes: tuple[str, ...]) -> None:
     sets = lm.class_sets(classes, "imagenet1k")
     assert sets is not None
@@ -102,6 +135,12 @@ def test_class_sets_by_vocabulary() -> None:
     assert lm.class_sets(VOC_CLASSES, "imagenet1k") == list(lm.VOC_IMAGENET.values())
     assert lm.class_sets(CIFAR10_CLASSES, "imagenet1k") == list(lm.CIFAR10_IMAGENET.values())
     assert lm.class_sets(("dog", "cat"), "imagenet1k") == [lm.VOC_IMAGENET["dog"], lm.VOC_IMAGENET["cat"]]
+    assert lm.class_sets(COCO_CATEGORIES, "imagenet1k") == list(lm.COCO_IMAGENET.values())
+    assert lm.class_sets(("elephant", "zebra", "giraffe"), "imagenet1k") == [
+        lm.COCO_IMAGENET["elephant"],
+        lm.COCO_IMAGENET["zebra"],
+        (),
+    ]
     assert lm.class_sets(("Dining Table", "TV/monitor", "potted_plant"), "imagenet1k") == [
         lm.VOC_IMAGENET["diningtable"],
         lm.VOC_IMAGENET["tvmonitor"],
@@ -144,8 +183,12 @@ def doc_rows(heading: str) -> dict[str, tuple[int, str]]:
 
 @pytest.mark.parametrize(
     ("heading", "table"),
-    [("## Pascal VOC -> ImageNet-1k", lm.VOC_IMAGENET), ("## CIFAR-10 -> ImageNet-1k", lm.CIFAR10_IMAGENET)],
-    ids=["voc", "cifar10"],
+    [
+        ("## Pascal VOC -> ImageNet-1k", lm.VOC_IMAGENET),
+        ("## CIFAR-10 -> ImageNet-1k", lm.CIFAR10_IMAGENET),
+        ("## COCO -> ImageNet-1k", lm.COCO_IMAGENET),
+    ],
+    ids=["voc", "cifar10", "coco"],
 )
 def test_documented_tables_match_the_code(heading: str, table: dict[str, tuple[int, ...]]) -> None:
     rows = doc_rows(heading)

@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch import nn
 
+from bench.datasets.label_maps import ClassMap
 from bench.datasets.synthetic import Synthetic, SyntheticParams
 from bench.errors import ConfigError, DataError
 from bench.models.base import ModelContext
@@ -161,8 +162,8 @@ class _Data:
         self.classes = classes
         self._sets = sets
 
-    def class_sets(self, label_space: str):
-        return self._sets
+    def class_map(self, spec: ModelSpec) -> ClassMap | None:
+        return None if self._sets is None else ClassMap(self._sets, [None] * len(self._sets), "a test map")
 
 
 def test_target_rules() -> None:

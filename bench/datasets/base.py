@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import hashlib
 from abc import abstractmethod
 from collections import defaultdict
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from bench.component import Component
 from bench.seeding import stable_hash
-from bench.types import Batch, SampleRef
+from bench.types import Batch, ModelSpec, SampleRef
+
+if TYPE_CHECKING:
+    from bench.datasets.label_maps import ClassMap, LabelMap
 
 
 class Dataset(Component):
@@ -21,6 +26,9 @@ class Dataset(Component):
 
     has_masks: ClassVar[bool] = False
     variable_size: ClassVar[bool] = False  # images differ in size: load() resizes to the model's input
+    # Params left out of content_identity() while at their default: added after results were stored,
+    # so that adding them did not change the identity (cell ids, model caches) of existing results.
+    identity_defaults: ClassVar[dict[str, Any]] = {"label_map": None}
 
     @property
     @abstractmethod
@@ -47,19 +55,77 @@ class Dataset(Component):
     def load(self, refs: Sequence[SampleRef], split: str, image_size: tuple[int, int] | None = None) -> Batch:
         """Images (and masks) of ``refs`` as a CPU Batch; resized to ``image_size`` when given."""
 
+    def index_problems(self, split: str) -> list[tuple[str, str]]:
+        """(image id, "<file>: <problem>") of images that ``index(split)`` left out because their files
+        cannot be used (they give no samples, so ``load`` cannot report them in ``Batch.skipped``)."""
+        return []
+
+    # ------------------------------------------------------------ label maps
+
+    def label_map(self) -> LabelMap | None:
+        """The map from this dataset's classes to model classes: the ``label_map`` file when given,
+        else the built-in map for these classes (None when there is none)."""
+        from bench.datasets.label_map_files import read_label_map
+
+        path = getattr(self.params, "label_map", None)
+        return read_label_map(path) if path else self.builtin_label_map()
+
+    def builtin_label_map(self) -> LabelMap | None:
+        """The built-in map whose vocabulary (VOC, CIFAR-10, COCO) holds every class of this dataset."""
+        from bench.datasets.label_maps import builtin_map
+
+        return builtin_map(self.classes)
+
+    def class_map(self, spec: ModelSpec) -> ClassMap | None:
+        """For each class of this dataset, the outputs of the model ``spec`` that depict it and why a
+        class has none; None when no map serves this model (ConfigError for a map that does not fit)."""
+        found = self.label_map()
+        if found is None or not found.applies_to(spec.label_space, spec.class_names):
+            return None
+        return found.resolve(self.classes, spec.class_names, spec.num_classes)
+
     def class_sets(self, label_space: str) -> list[tuple[int, ...]] | None:
         """For each class of this dataset, the output indices of a model of ``label_space``
         (e.g. "imagenet1k") that depict it; None when no mapping exists. An empty tuple
         means the class has no counterpart there (VOC's person in ImageNet)."""
-        from bench.datasets.label_maps import class_sets
+        from bench.datasets.imagenet import VOCABULARIES
 
-        return class_sets(self.classes, label_space)
+        names = VOCABULARIES.get(label_space, ())
+        found = self.class_map(ModelSpec(num_classes=len(names), class_names=names, label_space=label_space))
+        return None if found is None else found.sets
+
+    def check_label_map(self) -> None:
+        """Read the ``label_map`` file (syntax, structure) and, when it names a label space whose
+        classes xbench knows (imagenet1k), resolve every name: `xbench validate` then catches typos."""
+        from bench.datasets.imagenet import VOCABULARIES
+
+        if not getattr(self.params, "label_map", None):
+            return
+        found = self.label_map()
+        if found is not None and found.label_space in VOCABULARIES:
+            names = VOCABULARIES[found.label_space]
+            found.resolve(self.classes, names, len(names))
 
     def content_identity(self) -> dict[str, Any]:
-        """What defines the data itself (not which split a benchmark reads): keys model caches."""
+        """What defines the data itself (not which split a benchmark reads): keys model caches.
+
+        A label map changes what is explained, so it is part of it (by the file's content)."""
         params = self.params.model_dump(mode="json")
         params.pop("split", None)
+        for key, default in self.identity_defaults.items():
+            if key in params and params[key] == default:
+                params.pop(key)
+        if params.get("label_map"):
+            params["label_map"] = _file_digest(params["label_map"])
         return {"name": self.name, "version": self.version, "params": params}
+
+
+def _file_digest(path: str) -> str:
+    """``sha256:<hex>`` of a file's bytes, or the path itself when it cannot be read (check() says why)."""
+    try:
+        return "sha256:" + hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    except OSError:
+        return path
 
 
 def stratified_sample(refs: Sequence[SampleRef], n: int | None, seed: int) -> list[SampleRef]:

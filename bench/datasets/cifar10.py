@@ -22,6 +22,8 @@ from pydantic import Field
 from bench.component import Params
 from bench.datasets.base import Dataset
 from bench.datasets.image_io import resize
+from bench.datasets.label_map_files import label_map_field
+from bench.datasets.label_maps import CIFAR10_MAP, LabelMap
 from bench.errors import DataError
 from bench.types import Batch, SampleRef
 
@@ -175,6 +177,7 @@ class CIFAR10Params(Params):
     root: str = Field(description=f"folder that contains {BASE_FOLDER}/ (torchvision's layout)")
     split: Literal["train", "test"] = Field("test", description="split the benchmark samples from")
     download: bool = Field(False, description=f"fetch the data with torchvision into root when it is missing ({URL})")
+    label_map: str | None = label_map_field()
 
 
 class CIFAR10(Dataset):
@@ -198,6 +201,9 @@ class CIFAR10(Dataset):
 
     def splits(self) -> tuple[str, ...]:
         return ("train", "test")
+
+    def builtin_label_map(self) -> LabelMap:
+        return CIFAR10_MAP
 
     def content_identity(self) -> dict[str, Any]:
         """Whether the data was downloaded by xbench does not change it."""
@@ -226,6 +232,7 @@ class CIFAR10(Dataset):
                 "or set download: true",
             )
         self._check_meta()
+        self.check_label_map()
 
     def _download(self) -> None:
         """Fetch and extract the archive with torchvision (which verifies its MD5 checksums)."""

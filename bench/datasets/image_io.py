@@ -113,3 +113,30 @@ def _check_same_size(images: Sequence[torch.Tensor], refs: Sequence[SampleRef], 
             field="image_size",
             fix="set params.image_size (H, W) so that they are resized to one size",
         )
+
+
+def mask_batch(
+    kept: Sequence[tuple[SampleRef, torch.Tensor, torch.Tensor]],
+    skipped: list[tuple[str, str]],
+    size: tuple[int, int],
+    keep_original_masks: bool,
+) -> Batch:
+    """A Batch of (ref, image already at ``size``, (1, h, w) mask at the image's own size) triples.
+
+    Masks are resized by nearest neighbour to ``size``; with ``keep_original_masks``
+    they are also kept at full resolution (metrics with ``resolution: original``).
+    Shared by the datasets with masks of images that vary in size (voc2012, coco, segfolder).
+    """
+    if not kept:
+        x, mask = torch.empty(0, 3, *size), torch.empty(0, 1, *size, dtype=torch.uint8)
+    else:
+        x = torch.stack([x for _, x, _ in kept])
+        mask = torch.stack([resize_mask(m, size) for _, _, m in kept])
+    return Batch(
+        x=x,
+        label=torch.tensor([ref.label for ref, _, _ in kept], dtype=torch.long),
+        ids=[ref.id for ref, _, _ in kept],
+        mask=mask,
+        original_masks=[m for _, _, m in kept] if keep_original_masks else None,
+        skipped=skipped,
+    )

@@ -10,6 +10,7 @@ from pydantic import Field, field_validator
 from bench.component import Params
 from bench.datasets.base import Dataset
 from bench.datasets.image_io import IMAGE_SUFFIXES, is_image_file, load_image_batch
+from bench.datasets.label_map_files import label_map_field
 from bench.errors import DataError
 from bench.types import Batch, SampleRef
 
@@ -37,6 +38,7 @@ class ImageFolderParams(Params):
         None, description="class names in label order (sub-folder names); default: sorted sub-folders"
     )
     image_size: tuple[int, int] | None = Field(None, description="resize every image to (H, W); default: as stored")
+    label_map: str | None = label_map_field()
 
     validate_classes = field_validator("classes")(unique_class_names)
 
@@ -90,6 +92,7 @@ class ImageFolder(Dataset):
                     field=field,
                     fix="give params.classes that match the sub-folder names, or fix the layout root/<class>/<image>",
                 )
+        self.check_label_map()
 
     def index(self, split: str) -> list[SampleRef]:
         """Every image as ``<class>/<file name>``, classes in label order, files sorted by name."""

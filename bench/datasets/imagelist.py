@@ -14,6 +14,7 @@ from bench.component import Params
 from bench.datasets.base import Dataset
 from bench.datasets.image_io import load_image_batch
 from bench.datasets.imagefolder import unique_class_names
+from bench.datasets.label_map_files import label_map_field
 from bench.errors import DataError
 from bench.types import Batch, SampleRef
 
@@ -32,6 +33,7 @@ class ImageListParams(Params):
     image_size: tuple[int, int] | None = Field(None, description="resize every image to (H, W); default: as stored")
     train_root: str | None = Field(None, description="image folder of the train split (with train_labels_csv)")
     train_labels_csv: str | None = Field(None, description="CSV of the train split (with train_root)")
+    label_map: str | None = label_map_field()
 
     @field_validator("classes", mode="before")
     @classmethod
@@ -112,6 +114,7 @@ class ImageList(Dataset):
                     field=source.csv_field,
                     fix="write one `file,label` row per image",
                 )
+        self.check_label_map()
 
     def index(self, split: str) -> list[SampleRef]:
         """Every CSV row in file order; the id is the file name as written in the CSV."""

@@ -1,9 +1,12 @@
-"""`voc2012`: Pascal VOC 2012 segmentation, one sample per (image, object class) with that class's mask.
+"""`voc2012`: Pascal VOC, one sample per (image, object class) with that class's mask or boxes.
 
 VOC images hold several objects of several classes, but an explanation is of
 one class. So every class present in an image gives its own sample, whose
 ground truth is that class's pixels (or its largest instance), with VOC's
-border pixels (255) marked ``VOID`` so that metrics ignore them.
+border pixels (255) marked ``VOID`` so that metrics ignore them. With
+``ground_truth: box`` it is the class's bounding boxes from the detection
+annotations instead, filled (see ``voc_boxes``): what the published
+pointing-game numbers use, on VOC 2007 as well as 2012.
 
 The data stays in the original VOCdevkit layout::
 
@@ -11,6 +14,7 @@ The data stays in the original VOCdevkit layout::
     VOCdevkit/VOC2012/SegmentationClass/<id>.png    palette PNG: 0 background, 1..20 classes, 255 border
     VOCdevkit/VOC2012/SegmentationObject/<id>.png   optional: instance ids, 255 border
     VOCdevkit/VOC2012/ImageSets/Segmentation/{train,val,trainval}.txt
+    VOCdevkit/VOC2012/Annotations/<id>.xml          ground_truth: box (images from ImageSets/Main/<split>.txt)
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import tarfile
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar
 
 import numpy as np
 import torch
@@ -28,54 +32,64 @@ from pydantic import Field, field_validator
 
 from bench.component import Params
 from bench.datasets.base import Dataset
-from bench.datasets.image_io import UnreadableImage, read_image, resize, resize_mask
+from bench.datasets.image_io import UnreadableImage, mask_batch, read_image, resize
+from bench.datasets.label_map_files import label_map_field
+from bench.datasets.label_maps import VOC_MAP, LabelMap
+from bench.datasets.voc_boxes import BoxTruth, parse_annotation
+from bench.datasets.voc_masks import (
+    VOC_CLASSES,
+    VOC_VOID,
+    MaskTruth,
+    classes_present,
+    gt_areas,
+    instance_sizes,
+    largest_instance,
+    sample_mask,
+)
 from bench.errors import DataError
-from bench.types import VOID, Batch, SampleRef
+from bench.types import Batch, SampleRef
 
-VOC_CLASSES = (
-    "aeroplane",
-    "bicycle",
-    "bird",
-    "boat",
-    "bottle",
-    "bus",
-    "car",
-    "cat",
-    "chair",
-    "cow",
-    "diningtable",
-    "dog",
-    "horse",
-    "motorbike",
-    "person",
-    "pottedplant",
-    "sheep",
-    "sofa",
-    "train",
-    "tvmonitor",
-)  # VOC index i (1..20) is label i - 1
-VOC_VOID = 255  # VOC's border/"difficult" pixels in both label PNGs
+__all__ = [
+    "VOC2012",
+    "VOC_CLASSES",
+    "VOC_VOID",
+    "VOC2012Params",
+    "classes_present",
+    "gt_areas",
+    "instance_sizes",
+    "largest_instance",
+    "sample_mask",
+]
+
 SPLITS = ("train", "val", "trainval")
-
 IMAGES = "JPEGImages"
 CLASS_MASKS = "SegmentationClass"
 OBJECT_MASKS = "SegmentationObject"
-IMAGE_SETS = "ImageSets/Segmentation"
+ANNOTATIONS = "Annotations"
+IMAGE_SETS = {"mask": "ImageSets/Segmentation", "box": "ImageSets/Main"}
 ARCHIVE = "VOCtrainval_11-May-2012.tar"
 # Errors that PIL raises for truncated or garbled files (SyntaxError, EOFError: some broken PNGs).
 READ_ERRORS = (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError)
 
 T = TypeVar("T")
+Truth = MaskTruth | BoxTruth
 
 
 class VOC2012Params(Params):
     root: str = Field(
-        description="folder that holds VOCdevkit (or the VOCdevkit or VOC2012 folder itself); "
+        description="folder that holds VOCdevkit (or the VOCdevkit, VOC2012 or VOC2007 folder itself); "
         "paths are relative to the directory you run xbench from"
     )
-    split: Literal["train", "val", "trainval"] = Field("val", description="segmentation split the benchmark samples")
+    split: Literal["train", "val", "trainval", "test"] = Field(
+        "val", description="split the benchmark samples (test: VOC 2007's, with ground_truth: box)"
+    )
+    ground_truth: Literal["mask", "box"] = Field(
+        "mask",
+        description="mask: the class's pixels (SegmentationClass); box: its bounding boxes from Annotations/<id>.xml, "
+        "filled, difficult ones void (images from ImageSets/Main)",
+    )
     download: bool = Field(False, description="download VOCtrainval_11-May-2012.tar (2 GB) into root when absent")
-    single_class_only: bool = Field(False, description="keep only images whose mask holds exactly one object class")
+    single_class_only: bool = Field(False, description="keep only images whose ground truth holds exactly one class")
     min_area: float = Field(
         0.0,
         ge=0,
@@ -85,8 +99,8 @@ class VOC2012Params(Params):
     )
     instance_masks: bool = Field(
         False,
-        description="ground truth = the largest instance of the class (SegmentationObject); its other instances "
-        "become void",
+        description="ground truth = the largest instance of the class (SegmentationObject; the largest box with "
+        "ground_truth: box); its other instances become void",
     )
     image_size: tuple[int, int] = Field(
         (224, 224), description="(H, W) that images and masks are resized to when the runner asks for no size"
@@ -94,6 +108,7 @@ class VOC2012Params(Params):
     keep_original_masks: bool = Field(
         True, description="also return each mask at the image's full resolution (metrics with resolution: original)"
     )
+    label_map: str | None = label_map_field()
 
     @field_validator("image_size")
     @classmethod
@@ -105,62 +120,6 @@ class VOC2012Params(Params):
 
 class UnreadableSample(Exception):
     """A file of one image cannot be used; the message ("<file>: <problem>") goes to ``Batch.skipped``."""
-
-
-# ---------------------------------------------------------------- mask logic (pure NumPy, unit-tested)
-
-
-def classes_present(class_mask: np.ndarray) -> tuple[int, ...]:
-    """The VOC indices (1..20) that occur in a SegmentationClass array; a ValueError for foreign values."""
-    counts = np.bincount(class_mask.ravel(), minlength=256)
-    foreign = [v for v in np.flatnonzero(counts) if len(VOC_CLASSES) < v < VOC_VOID]
-    if foreign:
-        raise ValueError(f"class mask has values {foreign[:5]} outside 0..20 and 255 (an RGB-coloured mask?)")
-    return tuple(int(v) for v in np.flatnonzero(counts[1 : len(VOC_CLASSES) + 1]) + 1)
-
-
-def instance_sizes(class_mask: np.ndarray, object_mask: np.ndarray, voc_index: int) -> dict[int, int]:
-    """Instance id -> pixel count for the instances (SegmentationObject ids) of class ``voc_index``."""
-    counts = np.bincount(object_mask[class_mask == voc_index], minlength=256)
-    return {int(i): int(counts[i]) for i in np.flatnonzero(counts) if i not in (0, VOC_VOID)}
-
-
-def largest_instance(class_mask: np.ndarray, object_mask: np.ndarray, voc_index: int) -> int:
-    """The id of the class's largest instance (the lowest id on a tie); a ValueError when it has none."""
-    sizes = instance_sizes(class_mask, object_mask, voc_index)
-    if not sizes:
-        raise ValueError(f"SegmentationObject has no instance of class {VOC_CLASSES[voc_index - 1]!r}")
-    return min(sizes, key=lambda i: (-sizes[i], i))
-
-
-def sample_mask(class_mask: np.ndarray, voc_index: int, object_mask: np.ndarray | None = None) -> np.ndarray:
-    """The ground truth of one sample as uint8: 1 object, 0 background, ``VOID`` where VOC marks void.
-
-    With ``object_mask`` the object is the class's largest instance, and the
-    class's other instances become ``VOID``: they are neither the explained
-    object nor background, so metrics should count them neither way.
-    """
-    in_class = class_mask == voc_index
-    if object_mask is None:
-        mask = in_class.astype(np.uint8)
-    else:
-        chosen = in_class & (object_mask == largest_instance(class_mask, object_mask, voc_index))
-        mask = chosen.astype(np.uint8)
-        mask[in_class & ~chosen] = VOID
-    mask[class_mask == VOC_VOID] = VOID
-    return mask
-
-
-def gt_areas(class_mask: np.ndarray, object_mask: np.ndarray | None = None) -> dict[int, float]:
-    """VOC index -> fraction of the image's pixels that the sample's object covers, for each class present."""
-    pixels = class_mask.size
-    if object_mask is None:
-        counts = np.bincount(class_mask.ravel(), minlength=256)
-        return {c: int(counts[c]) / pixels for c in classes_present(class_mask)}
-    return {
-        c: instance_sizes(class_mask, object_mask, c)[largest_instance(class_mask, object_mask, c)] / pixels
-        for c in classes_present(class_mask)
-    }
 
 
 # ---------------------------------------------------------------- files
@@ -181,6 +140,12 @@ def read_class_png(path: Path) -> np.ndarray:
     return class_mask
 
 
+def image_shape(path: Path) -> tuple[int, int]:
+    """(height, width) of an image from its header, without decoding it."""
+    with Image.open(path) as img:
+        return img.height, img.width
+
+
 def read_or_skip(voc: Path, relative: str, read: Callable[[Path], T]) -> T:
     """``read(voc / relative)``; an UnreadableSample naming the file when it is missing or undecodable."""
     path = voc / relative
@@ -195,21 +160,17 @@ def read_or_skip(voc: Path, relative: str, read: Callable[[Path], T]) -> T:
 
 
 def voc_candidates(root: Path) -> tuple[Path, ...]:
-    """Where the VOC2012 folder may be: root is the folder holding VOCdevkit, VOCdevkit, or VOC2012 itself."""
-    return (root / "VOCdevkit" / "VOC2012", root / "VOC2012", root)
+    """Where the VOC folder may be: root holds VOCdevkit, or is VOCdevkit, or is VOC2012 (VOC2007) itself."""
+    devkit = root / "VOCdevkit"
+    return (devkit / "VOC2012", devkit / "VOC2007", root / "VOC2012", root / "VOC2007", root)
 
 
 def find_voc2012(root: Path) -> Path | None:
-    """The first candidate folder that has any of VOC2012's folders (check() says which others are missing)."""
+    """The first candidate folder that has any of VOC's folders (check() says which others are missing)."""
     for folder in voc_candidates(root):
-        if any((folder / part).is_dir() for part in (IMAGES, CLASS_MASKS, "ImageSets")):
+        if any((folder / part).is_dir() for part in (IMAGES, CLASS_MASKS, ANNOTATIONS, "ImageSets")):
             return folder
     return None
-
-
-def object_problem(image_id: str, exc: ValueError) -> str:
-    """The skip reason when an object mask lacks an instance of a class that the class mask has."""
-    return f"{OBJECT_MASKS}/{image_id}.png: {exc}"
 
 
 def parse_sample_id(sample_id: str) -> tuple[str, int]:
@@ -224,12 +185,13 @@ def parse_sample_id(sample_id: str) -> tuple[str, int]:
 
 
 class VOC2012(Dataset):
-    """Pascal VOC 2012 segmentation: one sample per (image, class present), class masks with void borders."""
+    """Pascal VOC 2012 (or 2007): one sample per (image, class present), class masks or boxes as ground truth."""
 
     Params = VOC2012Params
     has_masks = True
     variable_size = True
     version = 1
+    identity_defaults: ClassVar[dict[str, Any]] = {"label_map": None, "ground_truth": "mask"}
 
     def __init__(self, params: Params | None = None):
         super().__init__(params)
@@ -241,8 +203,15 @@ class VOC2012(Dataset):
     def classes(self) -> tuple[str, ...]:
         return VOC_CLASSES
 
+    @property
+    def boxes(self) -> bool:
+        return self.params.ground_truth == "box"
+
     def splits(self) -> tuple[str, ...]:
-        return SPLITS
+        return (*SPLITS, "test") if self.params.split == "test" else SPLITS
+
+    def builtin_label_map(self) -> LabelMap:
+        return VOC_MAP
 
     def content_identity(self) -> dict[str, Any]:
         identity = super().content_identity()
@@ -252,7 +221,7 @@ class VOC2012(Dataset):
     # ------------------------------------------------------------ layout
 
     def voc_dir(self) -> Path:
-        """The VOC2012 folder (downloaded first when ``download`` is set and nothing is found)."""
+        """The VOC folder (downloaded first when ``download`` is set and nothing is found)."""
         if self._voc is None:
             root = Path(self.params.root)
             found = find_voc2012(root)
@@ -262,7 +231,8 @@ class VOC2012(Dataset):
             if found is None:
                 looked = ", ".join(str(p) for p in voc_candidates(root))
                 raise DataError(
-                    f"no VOC2012 folder (with {IMAGES}, {CLASS_MASKS}, ImageSets) found: looked at {looked}",
+                    f"no VOC folder (with {IMAGES}, {CLASS_MASKS} or {ANNOTATIONS}, ImageSets) found: "
+                    f"looked at {looked}",
                     field="root",
                     fix=f"point root at the folder that holds VOCdevkit (unpacked from {ARCHIVE}), "
                     "or set download: true",
@@ -283,41 +253,70 @@ class VOC2012(Dataset):
                 "exists, and set download: false",
             ) from exc
 
+    def _image_set(self, split: str) -> str:
+        return f"{IMAGE_SETS[self.params.ground_truth]}/{split}.txt"
+
     def _check_layout(self, split: str) -> Path:
         voc = self.voc_dir()
-        required = [(voc / IMAGES, "root"), (voc / CLASS_MASKS, "root"), (voc / IMAGE_SETS / f"{split}.txt", "root")]
-        if self.params.instance_masks:
+        truth = [(voc / ANNOTATIONS, "ground_truth")] if self.boxes else [(voc / CLASS_MASKS, "root")]
+        required = [(voc / IMAGES, "root"), *truth, (voc / self._image_set(split), "root")]
+        if self.params.instance_masks and not self.boxes:
             required.append((voc / OBJECT_MASKS, "instance_masks"))
+        fixes = {
+            "instance_masks": "set instance_masks: false (the folder has no instance masks)",
+            "ground_truth": "set ground_truth: mask, or use a VOCdevkit folder with the detection annotations",
+        }
         for path, field in required:
             if not path.exists():
                 raise DataError(
-                    f"the VOC2012 data at {voc} lacks {path}",
+                    f"the VOC data at {voc} lacks {path}",
                     field=field,
-                    fix="set instance_masks: false (the folder has no instance masks)"
-                    if field == "instance_masks"
-                    else f"use the complete VOCdevkit/VOC2012 folder from {ARCHIVE}, or set download: true",
+                    fix=fixes.get(field, f"use the complete VOCdevkit folder from {ARCHIVE}, or set download: true"),
                 )
         return voc
 
     def check(self) -> None:
         self._check_layout(self.params.split)
+        self.check_label_map()
 
-    # ------------------------------------------------------------ index
+    # ------------------------------------------------------------ ground truth of one image
 
-    def _masks(self, voc: Path, image_id: str) -> tuple[np.ndarray, np.ndarray | None]:
-        """The class mask of an image and, with ``instance_masks``, its object mask."""
+    def _truth(self, voc: Path, image_id: str) -> Truth:
+        """The ground truth of an image: its label PNGs, or its annotation's boxes (UnreadableSample when
+        a file is missing or undecodable; DataError for an annotation that does not parse)."""
+        if self.boxes:
+            path = voc / ANNOTATIONS / f"{image_id}.xml"
+            if not path.is_file():
+                raise UnreadableSample(f"{ANNOTATIONS}/{image_id}.xml: missing")
+            return parse_annotation(path, VOC_CLASSES)
         class_mask = read_or_skip(voc, f"{CLASS_MASKS}/{image_id}.png", read_class_png)
         if not self.params.instance_masks:
-            return class_mask, None
+            return MaskTruth(class_mask)
         object_mask = read_or_skip(voc, f"{OBJECT_MASKS}/{image_id}.png", read_label_png)
         if object_mask.shape != class_mask.shape:
             raise UnreadableSample(f"{OBJECT_MASKS}/{image_id}.png: size differs from {CLASS_MASKS}")
-        return class_mask, object_mask
+        return MaskTruth(class_mask, object_mask)
+
+    def _truth_file(self, image_id: str) -> str:
+        if self.boxes:
+            return f"{ANNOTATIONS}/{image_id}.xml"
+        return f"{OBJECT_MASKS if self.params.instance_masks else CLASS_MASKS}/{image_id}.png"
+
+    def _areas(self, voc: Path, image_id: str) -> dict[int, float]:
+        """VOC index -> ground-truth area (fraction of the image) of every class the image gives a sample of."""
+        truth = self._truth(voc, image_id)
+        shape = truth.shape or read_or_skip(voc, f"{IMAGES}/{image_id}.jpg", image_shape)
+        try:
+            return truth.areas(shape, self.params.instance_masks)
+        except ValueError as exc:  # a class without instance in the object mask
+            raise UnreadableSample(f"{self._truth_file(image_id)}: {exc}") from exc
+
+    # ------------------------------------------------------------ index
 
     def image_ids(self, split: str) -> list[str]:
-        """The image ids listed in ``ImageSets/Segmentation/<split>.txt``, in file order."""
+        """The image ids listed in the split's ImageSets file, in file order."""
         voc = self._check_layout(split)
-        lines = (voc / IMAGE_SETS / f"{split}.txt").read_text().splitlines()
+        lines = (voc / self._image_set(split)).read_text().splitlines()
         return [line.split()[0] for line in lines if line.strip()]
 
     def _samples_of(self, image_id: str, areas: dict[int, float]) -> list[SampleRef]:
@@ -331,24 +330,19 @@ class VOC2012(Dataset):
         ]
 
     def index(self, split: str) -> list[SampleRef]:
-        """Reads every mask of the split once (cached): one sample per (image, class present)."""
+        """Reads every mask (or annotation) of the split once (cached): one sample per (image, class present)."""
         if split not in self._index:
             image_ids, voc = self.image_ids(split), self.voc_dir()
             refs: list[SampleRef] = []
             problems: list[tuple[str, str]] = []
             for image_id in image_ids:
                 try:
-                    areas = gt_areas(*self._masks(voc, image_id))
+                    refs += self._samples_of(image_id, self._areas(voc, image_id))
                 except UnreadableSample as exc:
                     problems.append((image_id, str(exc)))
-                    continue
-                except ValueError as exc:  # an instance-less class in the object mask
-                    problems.append((image_id, object_problem(image_id, exc)))
-                    continue
-                refs += self._samples_of(image_id, areas)
             if problems:
                 warnings.warn(
-                    f"voc2012 {split}: {len(problems)} images give no samples because their masks cannot be used, "
+                    f"voc2012 {split}: {len(problems)} images give no samples because their files cannot be used, "
                     f"e.g. {problems[0][1]}",
                     stacklevel=2,
                 )
@@ -362,14 +356,25 @@ class VOC2012(Dataset):
 
     # ------------------------------------------------------------ load
 
-    def _read(self, voc: Path, image_id: str) -> tuple[torch.Tensor, np.ndarray, np.ndarray | None]:
-        """An image and its masks; UnreadableSample when one is missing, undecodable or of another size."""
+    def _read(self, voc: Path, image_id: str) -> tuple[torch.Tensor, Truth]:
+        """An image and its ground truth; UnreadableSample when a file is missing, undecodable or of another size."""
         image = read_or_skip(voc, f"{IMAGES}/{image_id}.jpg", read_image)
-        class_mask, object_mask = self._masks(voc, image_id)
-        if class_mask.shape != tuple(image.shape[-2:]):
-            (h, w), (ih, iw) = class_mask.shape, image.shape[-2:]
-            raise UnreadableSample(f"{CLASS_MASKS}/{image_id}.png: mask is {w}x{h} but the image is {iw}x{ih}")
-        return image, class_mask, object_mask
+        truth = self._truth(voc, image_id)
+        (ih, iw) = image.shape[-2:]
+        if truth.shape is not None and truth.shape != (ih, iw):
+            (h, w) = truth.shape
+            what = (
+                f"{ANNOTATIONS}/{image_id}.xml: <size> is" if self.boxes else f"{CLASS_MASKS}/{image_id}.png: mask is"
+            )
+            raise UnreadableSample(f"{what} {w}x{h} but the image is {iw}x{ih}")
+        return image, truth
+
+    def _mask(self, truth: Truth, image_id: str, voc_index: int, shape: tuple[int, int]) -> torch.Tensor | str:
+        """The (1, h, w) ground truth of one sample, or the reason it cannot be made."""
+        try:
+            return torch.from_numpy(truth.mask(voc_index, shape, self.params.instance_masks))[None]
+        except ValueError as exc:
+            return f"{self._truth_file(image_id)}: {exc}"
 
     def load(self, refs: Sequence[SampleRef], split: str, image_size: tuple[int, int] | None = None) -> Batch:
         """Images resized bilinearly and masks by nearest neighbour to ``image_size`` (default: the param).
@@ -381,47 +386,21 @@ class VOC2012(Dataset):
         size = (int(wanted[0]), int(wanted[1]))
         voc = self.voc_dir()
         parsed = [parse_sample_id(ref.id) for ref in refs]
-        images: dict[str, tuple[torch.Tensor, np.ndarray, np.ndarray | None] | str] = {}
+        images: dict[str, tuple[torch.Tensor, Truth, tuple[int, int]] | str] = {}
         for image_id, _ in parsed:
             if image_id not in images:
                 try:
-                    image, class_mask, object_mask = self._read(voc, image_id)
-                    images[image_id] = (resize(image, size), class_mask, object_mask)
+                    image, truth = self._read(voc, image_id)
+                    images[image_id] = (resize(image, size), truth, (image.shape[-2], image.shape[-1]))
                 except UnreadableSample as exc:
                     images[image_id] = str(exc)
         kept: list[tuple[SampleRef, torch.Tensor, torch.Tensor]] = []
         skipped: list[tuple[str, str]] = []
         for ref, (image_id, voc_index) in zip(refs, parsed, strict=True):
             entry = images[image_id]
-            if isinstance(entry, str):
-                skipped.append((ref.id, entry))
+            mask = entry if isinstance(entry, str) else self._mask(entry[1], image_id, voc_index, entry[2])
+            if isinstance(mask, str):
+                skipped.append((ref.id, mask))
                 continue
-            x, class_mask, object_mask = entry
-            try:
-                mask = torch.from_numpy(sample_mask(class_mask, voc_index, object_mask))[None]
-            except ValueError as exc:
-                skipped.append((ref.id, object_problem(image_id, exc)))
-                continue
-            kept.append((ref, x, mask))
-        return self._batch(kept, skipped, size)
-
-    def _batch(
-        self,
-        kept: list[tuple[SampleRef, torch.Tensor, torch.Tensor]],
-        skipped: list[tuple[str, str]],
-        size: tuple[int, int],
-    ) -> Batch:
-        """Stack the usable samples (full-resolution masks resized; kept as originals when asked)."""
-        if not kept:
-            x, mask = torch.empty(0, 3, *size), torch.empty(0, 1, *size, dtype=torch.uint8)
-        else:
-            x = torch.stack([x for _, x, _ in kept])
-            mask = torch.stack([resize_mask(m, size) for _, _, m in kept])
-        return Batch(
-            x=x,
-            label=torch.tensor([ref.label for ref, _, _ in kept], dtype=torch.long),
-            ids=[ref.id for ref, _, _ in kept],
-            mask=mask,
-            original_masks=[m for _, _, m in kept] if self.params.keep_original_masks else None,
-            skipped=skipped,
-        )
+            kept.append((ref, entry[0], mask))
+        return mask_batch(kept, skipped, size, self.params.keep_original_masks)

@@ -19,4 +19,7 @@ for _arch in (
 MODELS.register_lazy("cifar_resnet", "bench.models.cifar_resnet:CifarResNetSource")
 MODELS.register_lazy("vgg13_cifar", "bench.models.vgg_cifar:VGG13Cifar")
 MODELS.register_lazy("efficientnet_lite0", "bench.models.efficientnet:EfficientNetLite0")
+MODELS.register_lazy("efficientnet_lite1", "bench.models.efficientnet:EfficientNetLite1")
+MODELS.register_lazy("efficientnet_lite2", "bench.models.efficientnet:EfficientNetLite2")
+MODELS.register_lazy("timm", "bench.models.timm_models:TimmModel")
 MODELS.register_lazy("vit_tiny", "bench.models.vit_tiny:ViTTiny")

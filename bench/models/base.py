@@ -48,13 +48,21 @@ class ImageClassifier(nn.Module):
         super().__init__()
         self.net = net
         self.input_size = spec.input_size
+        self.interpolation = spec.interpolation
         self.register_buffer("mean", torch.tensor(spec.mean, dtype=torch.float32).view(1, -1, 1, 1))
         self.register_buffer("std", torch.tensor(spec.std, dtype=torch.float32).view(1, -1, 1, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.input_size is not None and tuple(x.shape[-2:]) != tuple(self.input_size):
-            x = nn.functional.interpolate(x, size=self.input_size, mode="bilinear", align_corners=False)
+            x = nn.functional.interpolate(
+                x, size=self.input_size, mode=self.interpolation, **_corners(self.interpolation)
+            )
         return self.net((x - self.mean) / self.std)
+
+
+def _corners(mode: str) -> dict[str, bool]:
+    """``align_corners=False`` (pixel centres, like PIL) for the modes that take it."""
+    return {"align_corners": False} if mode in ("bilinear", "bicubic") else {}
 
 
 def prepare(net: nn.Module, spec: ModelSpec, device: torch.device, info: dict | None = None) -> LoadedModel:

@@ -267,9 +267,11 @@ class TorchvisionModel(ModelSource):
         return net, names, {"finetuned": meta}
 
 
-@cache
 def _imagenet_names() -> tuple[str, ...]:
-    return tuple(torchvision.models.ResNet50_Weights.IMAGENET1K_V1.meta["categories"])
+    """The ImageNet-1k class names in output order (torchvision's list, shipped with xbench)."""
+    from bench.datasets.imagenet import IMAGENET_CATEGORIES
+
+    return IMAGENET_CATEGORIES
 
 
 def _study_alias(name: str) -> type[TorchvisionModel]:
