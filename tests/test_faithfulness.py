@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from bench.metrics.base import MetricInput
-from bench.metrics.faithfulness import Deletion, Insertion, normalised_auc, perturbation_curves, step_counts
+from bench.metrics.faithfulness import Deletion, Insertion
+from bench.metrics.removal import normalised_auc, perturbation_curves, step_counts
 from bench.perturb import BaselineFields, make_baseline, pixel_ranks
 from tests.helpers import batch_of, linear_model
 

@@ -23,7 +23,6 @@ from bench.metrics.faithfulness import (
     Insertion,
     PixelFlipping,
     RegionPerturbation,
-    average_ranks,
     random_subsets,
 )
 from bench.models.base import prepare
@@ -151,13 +150,6 @@ def test_faithfulness_correlation_matches_quantus(cnn: LoadedModel, monkeypatch,
         nr_runs=runs, subset_size=3 * size, perturb_baseline=0.0, return_aggregate=False, similarity_func=func, **QUIET
     )(**_quantus_kwargs(cnn, x, attr, target))
     np.testing.assert_allclose(ours, theirs, atol=1e-4)
-
-
-def test_average_ranks_match_scipy() -> None:
-    from scipy.stats import rankdata
-
-    values = torch.tensor([[3.0, 1.0, 3.0, 2.0, 1.0], [0.0, 0.0, 0.0, 0.0, 5.0]])
-    np.testing.assert_array_equal(average_ranks(values).numpy(), rankdata(values.numpy(), axis=1))
 
 
 def test_faithfulness_correlation_no_answer_and_undefined_cases() -> None:

@@ -34,6 +34,7 @@ from torch import nn
 from bench.component import Params
 from bench.errors import ConfigError
 from bench.explainers.base import Explainer
+from bench.models.base import target_outputs
 from bench.types import LoadedModel, ModelSpec, Passes
 
 ALL_CONV = "all_conv"  # the `layer` value that sweeps every nn.Conv2d of the model
@@ -194,11 +195,6 @@ def capture(model: LoadedModel, layer: CAMLayer, x: torch.Tensor, with_grad: boo
     return logits, seen[0]
 
 
-def target_scores(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """The logit of each sample's target class: (N, K), (N,) -> (N,)."""
-    return logits.gather(1, target.to(logits.device)[:, None]).squeeze(1)
-
-
 # --------------------------------------------------------------------------------------------------------------------
 # post-processing shared by every method
 
@@ -303,7 +299,7 @@ class GradientCAM(CAMExplainer):
     def layer_map(self, model: LoadedModel, layer: CAMLayer, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         with torch.enable_grad():  # also when the caller runs under torch.no_grad()
             logits, raw = capture(model, layer, x, with_grad=True)
-            (grad,) = torch.autograd.grad(target_scores(logits, target).sum(), raw, allow_unused=True)
+            (grad,) = torch.autograd.grad(target_outputs(logits, target).sum(), raw, allow_unused=True)
         if grad is None:
             raise ConfigError(
                 f"the model's outputs do not depend on layer {layer.path!r}",
@@ -436,7 +432,7 @@ class ScoreCAM(CAMExplainer):
                 masks = F.interpolate(a[i, k][:, None], size=x.shape[-2:], mode="bilinear", align_corners=True)
                 low = masks.amin((2, 3), keepdim=True)
                 masks = (masks - low) / (masks.amax((2, 3), keepdim=True) - low + 1e-8)
-                scores[flat] = target_scores(model.module(x[i] * masks), target[i])
+                scores[flat] = target_outputs(model.module(x[i] * masks), target[i])
         weights = scores.view(n, c).softmax(1)
         return (weights[:, :, None, None] * a).sum(1, keepdim=True)
 
@@ -471,7 +467,7 @@ class AblationCAM(CAMExplainer):
                 shape[dim] = c
                 replacement = raw[i] * keep.view(shape)
                 with replaced_output(layer.module, replacement):
-                    ablated[flat] = target_scores(model.module(x[i]), target[i])
-        original = target_scores(logits, target)[:, None]
+                    ablated[flat] = target_outputs(model.module(x[i]), target[i])
+        original = target_outputs(logits, target)[:, None]
         weights = (original - ablated.view(n, c)) / original
         return (weights[:, :, None, None] * a).sum(1, keepdim=True)

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from pydantic import Field, model_validator
 
 from bench.explainers.base import Explainer, ForwardBatch, forward_batch_size
+from bench.models.base import target_outputs
 from bench.perturb import BaselineFields, make_baseline
 from bench.seeding import per_sample_rand
 from bench.types import LoadedModel, Passes
@@ -150,9 +151,7 @@ class RISE(Explainer):
             image, mask = rows // m, rows % m  # every (image, mask) pair once, in row-major order
             masks = render_masks(grids[image, mask], shifts[image, mask], geom)
             scores = model(baseline[image] + masks * (x[image] - baseline[image])).float()
-            if p.output == "probability":
-                scores = scores.softmax(dim=1)
-            weights = scores.gather(1, target[image, None]).squeeze(1)
+            weights = target_outputs(scores, target[image], p.output)
             accumulate(saliency[start // m : (stop - 1) // m + 1], image - start // m, weights, masks)
         return saliency / (m * p.p)
 

@@ -128,6 +128,22 @@ class Metric(Component):
         """Per-sample scores for ``inp``; NaN marks a sample for which the score is undefined."""
 
 
+def nan_reasons(
+    values: torch.Tensor,
+    causes: Sequence[tuple[torch.Tensor, str]] = (),
+    otherwise: str = "the model returned a non-finite score",
+) -> list[str | None]:
+    """Why each NaN in ``values`` (N,) is NaN: the first of ``causes`` (condition (N,) bool, text) that holds
+    for the sample, else ``otherwise``; None for the samples that have a value. Every NaN a metric returns
+    carries a reason (the runner records it with the row)."""
+    undefined = torch.isnan(values).tolist()
+    flags = [(mask.tolist(), text) for mask, text in causes]
+    reasons: list[str | None] = []
+    for i, nan in enumerate(undefined):
+        reasons.append(next((text for mask, text in flags if mask[i]), otherwise) if nan else None)
+    return reasons
+
+
 def output_name(metric_key: str, output: str) -> str:
     """The name a metric output has in the results: the metric's key, dotted with the output."""
     return metric_key if output == "" else f"{metric_key}.{output}"

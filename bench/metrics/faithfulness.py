@@ -32,70 +32,30 @@ Pixel counts differ from Quantus in one way: Quantus counts channel values
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import ClassVar, Literal
 
 import torch
-from pydantic import Field, model_validator
+from pydantic import Field
 
-from bench.component import Params
 from bench.explainers.superpixels import slic_segments
-from bench.metrics.base import Metric, MetricInput, Scores
+from bench.metrics.base import Metric, MetricInput, Scores, nan_reasons
+from bench.metrics.removal import (
+    NON_FINITE,
+    OutputFields,
+    OutputKind,
+    StepFields,
+    check_attribution_shape,
+    normalised_auc,
+    ranked_removal_curves,
+    ranked_removal_scores,
+    replaced_scores,
+    unit_trapezoid,
+)
+from bench.metrics.similarity import average_ranks, constant_rows, pearson
 from bench.perturb import BaselineFields, BaselineKind, make_baseline, pixel_ranks
 from bench.seeding import generator
-from bench.types import Direction, LoadedModel, Passes
-
-OutputKind = Literal["probability", "logit"]
-ESTIMATE_PIXELS = 224 * 224  # image size assumed by pass estimates that depend on it (`xbench validate`)
-NON_FINITE = "the model returned a non-finite score"
-
-
-# ----------------------------------------------------------------------------- shared parameters
-
-
-class OutputFields(Params):
-    output: OutputKind = Field("probability", description="softmax probability or raw logit of the target")
-    forward_batch: int = Field(256, ge=1, le=65536, description="perturbed images per forward pass (memory bound)")
-
-
-class StepFields(Params):
-    """How many pixels each step removes: ``steps`` equal fractions, or ``pixels_per_step`` at a time.
-
-    Exactly one governs; giving ``pixels_per_step`` switches ``steps`` off.
-    """
-
-    steps: int | None = Field(
-        32, ge=1, le=4096, description="number of equal pixel fractions from 0 to all pixels (or pixels_per_step)"
-    )
-    pixels_per_step: int | None = Field(
-        None, ge=1, description="pixels (all channels) removed per step, the last step may be partial; replaces steps"
-    )
-
-    @model_validator(mode="before")
-    @classmethod
-    def _pixels_per_step_replaces_steps(cls, data: object) -> object:
-        if isinstance(data, dict) and data.get("pixels_per_step") is not None:
-            if data.get("steps") is not None:
-                raise ValueError("set either steps or pixels_per_step, not both")
-            data = {**data, "steps": None}
-        return data
-
-    @model_validator(mode="after")
-    def _one_governs(self) -> StepFields:
-        if (self.steps is None) == (self.pixels_per_step is None):
-            raise ValueError("set exactly one of steps and pixels_per_step")
-        return self
-
-    def counts(self, num_pixels: int, device: torch.device) -> torch.Tensor:
-        """Pixels removed after each step, from 0 (the untouched image) to ``num_pixels``: (K+1,) int64."""
-        if self.steps is not None:
-            return step_counts(num_pixels, self.steps, device)
-        k = math.ceil(num_pixels / self.pixels_per_step)
-        return (torch.arange(k + 1, device=device) * self.pixels_per_step).clamp(max=num_pixels)
-
-    def estimated_steps(self) -> int:
-        """Steps per image for pass estimates (``pixels_per_step`` assumes a 224 x 224 image)."""
-        return self.steps if self.steps is not None else math.ceil(ESTIMATE_PIXELS / self.pixels_per_step)
+from bench.types import Direction, Passes
 
 
 class PerturbationCurveParams(StepFields, BaselineFields, OutputFields):
@@ -104,211 +64,6 @@ class PerturbationCurveParams(StepFields, BaselineFields, OutputFields):
 
 class InsertionParams(PerturbationCurveParams):
     baseline: BaselineKind = Field("blur", description="what not-yet-inserted pixels are (RISE: a blurred image)")
-
-
-# ----------------------------------------------------------------------------- the perturbation engine
-
-
-def step_counts(num_pixels: int, steps: int, device: torch.device) -> torch.Tensor:
-    """Pixels removed after each step: round(k / steps * P) for k = 0..steps."""
-    return torch.round(torch.arange(steps + 1, device=device, dtype=torch.float64) * num_pixels / steps).long()
-
-
-def target_scores(model: LoadedModel, images: torch.Tensor, target: torch.Tensor, output: str) -> torch.Tensor:
-    """The model's probability (or logit) of ``target`` for each image: (B,) float32."""
-    logits = model(images).float()
-    if output == "probability":
-        logits = logits.softmax(dim=1)
-    return logits.gather(1, target[:, None]).squeeze(1)
-
-
-@torch.no_grad()
-def chunked_scores(
-    model: LoadedModel,
-    n_rows: int,
-    build: Callable[[slice], tuple[torch.Tensor, torch.Tensor]],
-    *,
-    output: str,
-    forward_batch: int,
-    device: torch.device,
-) -> torch.Tensor:
-    """Target scores of ``n_rows`` images that ``build(rows) -> (images, targets)`` makes a chunk
-    of at most ``forward_batch`` at a time (so memory is bounded): (n_rows,) float32."""
-    out = torch.empty(n_rows, device=device, dtype=torch.float32)
-    for start in range(0, n_rows, forward_batch):
-        rows = slice(start, min(start + forward_batch, n_rows))
-        images, targets = build(rows)
-        out[rows] = target_scores(model, images, targets, output)
-    return out
-
-
-def replaced_scores(
-    model: LoadedModel,
-    source: torch.Tensor,
-    replacement: torch.Tensor,
-    target: torch.Tensor,
-    image_index: torch.Tensor,
-    changed: Callable[[slice, torch.Tensor], torch.Tensor],
-    *,
-    output: str,
-    forward_batch: int,
-) -> torch.Tensor:
-    """Scores of rows r = images ``source[image_index[r]]`` whose pixels ``changed(rows, images) -> (B, P)``
-    are taken from ``replacement``: (R,) float32."""
-    h, w = source.shape[-2:]
-
-    def build(rows: slice) -> tuple[torch.Tensor, torch.Tensor]:
-        img = image_index[rows]
-        weight = changed(rows, img).reshape(-1, 1, h, w).to(source.dtype)
-        # lerp with weights 0/1 is exact (torch computes end - diff * (1 - w) for w >= 0.5) and,
-        # on the CPU, about 30x faster than torch.where with a mask broadcast over the channels
-        return torch.lerp(source.index_select(0, img), replacement.index_select(0, img), weight), target[img]
-
-    return chunked_scores(
-        model, len(image_index), build, output=output, forward_batch=forward_batch, device=source.device
-    )
-
-
-def ranked_removal_scores(
-    model: LoadedModel,
-    x: torch.Tensor,
-    baseline: torch.Tensor,
-    ranks: torch.Tensor,
-    target: torch.Tensor,
-    image_index: torch.Tensor,
-    removed: torch.Tensor,
-    *,
-    insertion: bool = False,
-    output: str,
-    forward_batch: int,
-) -> torch.Tensor:
-    """Scores of rows r: image ``image_index[r]`` with its pixels of rank < ``removed[r]`` taken from the
-    baseline (deletion) or, for insertion, the baseline with those pixels taken from the image.
-
-    ``ranks`` (N, P) orders the pixels of each image (0 = removed first); a region
-    method gives every pixel its region's rank and counts ``removed`` in regions.
-    """
-    source, replacement = (baseline, x) if insertion else (x, baseline)
-    return replaced_scores(
-        model,
-        source,
-        replacement,
-        target,
-        image_index,
-        lambda rows, img: ranks[img] < removed[rows, None],
-        output=output,
-        forward_batch=forward_batch,
-    )
-
-
-def ranked_removal_curves(
-    model: LoadedModel,
-    x: torch.Tensor,
-    baseline: torch.Tensor,
-    ranks: torch.Tensor,
-    target: torch.Tensor,
-    counts: torch.Tensor,
-    *,
-    insertion: bool = False,
-    output: str,
-    forward_batch: int,
-) -> torch.Tensor:
-    """Scores after removing ``counts[k]`` ranked pixels (or regions), for every image and k: (N, K)."""
-    n, k = x.shape[0], len(counts)
-    image_index = torch.arange(n, device=x.device).repeat_interleave(k)
-    removed = counts.to(x.device).repeat(n)
-    scores = ranked_removal_scores(
-        model,
-        x,
-        baseline,
-        ranks,
-        target,
-        image_index,
-        removed,
-        insertion=insertion,
-        output=output,
-        forward_batch=forward_batch,
-    )
-    return scores.view(n, k)
-
-
-@torch.no_grad()
-def perturbation_curves(
-    model: LoadedModel,
-    x: torch.Tensor,
-    baseline: torch.Tensor,
-    attr: torch.Tensor,
-    target: torch.Tensor,
-    *,
-    steps: int,
-    insertion: bool,
-    output: str,
-    forward_batch: int,
-) -> torch.Tensor:
-    """Model score of the target after each step: (N, steps + 1).
-
-    Deletion starts from ``x`` and replaces the most relevant pixels by the
-    baseline; insertion starts from the baseline and restores them.
-    """
-    counts = step_counts(x.shape[-2] * x.shape[-1], steps, x.device)
-    return ranked_removal_curves(
-        model,
-        x,
-        baseline,
-        pixel_ranks(attr),
-        target,
-        counts,
-        insertion=insertion,
-        output=output,
-        forward_batch=forward_batch,
-    )
-
-
-def normalised_auc(curves: torch.Tensor) -> torch.Tensor:
-    """Trapezoid area under (N, K+1) curves sampled evenly on [0, 1]."""
-    steps = curves.shape[1] - 1
-    return (curves[:, :-1] + curves[:, 1:]).sum(dim=1) / (2 * steps)
-
-
-def unit_trapezoid(curves: torch.Tensor) -> torch.Tensor:
-    """Trapezoid area under (N, K) curves with unit spacing (``np.trapz(curve, dx=1)``, Quantus' AUC)."""
-    return (curves[:, :-1] + curves[:, 1:]).sum(dim=1) / 2
-
-
-# ----------------------------------------------------------------------------- per-sample bookkeeping
-
-
-def check_attribution_shape(inp: MetricInput) -> None:
-    """Raise ValueError naming the samples when the attributions do not match the images' pixels."""
-    x, attr = inp.batch.x, inp.attributions
-    if attr.dim() != 4 or attr.shape[0] != x.shape[0] or attr.shape[1] != 1 or attr.shape[-2:] != x.shape[-2:]:
-        raise ValueError(
-            f"attributions of shape {tuple(attr.shape)} do not match images of shape {tuple(x.shape)} "
-            f"(expected (N, 1, H, W)) for samples {', '.join(inp.batch.ids)}"
-        )
-
-
-def nan_reasons(values: torch.Tensor, causes: Sequence[tuple[torch.Tensor, str]] = ()) -> list[str | None]:
-    """Why each NaN in ``values`` (N,) is NaN: the first of ``causes`` (mask, text) that holds for the
-    sample, else a non-finite model output; None for the samples that have a value."""
-    undefined = torch.isnan(values).tolist()
-    flags = [(mask.tolist(), text) for mask, text in causes]
-    reasons: list[str | None] = []
-    for i, nan in enumerate(undefined):
-        reasons.append(next((text for mask, text in flags if mask[i]), NON_FINITE) if nan else None)
-    return reasons
-
-
-def output_scores(model: LoadedModel, x: torch.Tensor, target: torch.Tensor, p: OutputFields) -> torch.Tensor:
-    """Target scores of the unperturbed images, in chunks of ``forward_batch``: (N,)."""
-    return chunked_scores(
-        model,
-        len(x),
-        lambda rows: (x[rows], target[rows]),
-        output=p.output,
-        forward_batch=p.forward_batch,
-        device=x.device,
-    )
 
 
 # ----------------------------------------------------------------------------- deletion and insertion
@@ -320,7 +75,7 @@ class _CurveMetric(Metric):
     insertion: bool = False
 
     def passes(self) -> Passes:
-        return Passes(self.params.estimated_steps() + 1, 0)
+        return Passes(self.params.steps_for(224 * 224) + 1, 0)
 
     def score(self, inp: MetricInput) -> Scores:
         check_attribution_shape(inp)
@@ -387,25 +142,6 @@ def random_subsets(seeds: Sequence[int], runs: int, size: int, num_pixels: int, 
     return torch.stack(subsets).to(device)
 
 
-def average_ranks(values: torch.Tensor) -> torch.Tensor:
-    """1-based ranks along dim 1 of (N, K) with ties given their average rank (scipy's rankdata)."""
-    ordered = values.sort(dim=1).values.contiguous()
-    below = torch.searchsorted(ordered, values.contiguous(), right=False)
-    up_to = torch.searchsorted(ordered, values.contiguous(), right=True)
-    return (below + 1 + up_to).to(torch.float64) / 2
-
-
-def pearson_rows(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per-row Pearson correlation of (N, K) tensors in float64, and which rows of a and b are constant."""
-    a, b = a.double(), b.double()
-    da, db = a - a.mean(1, keepdim=True), b - b.mean(1, keepdim=True)
-    va, vb = (da * da).sum(1), (db * db).sum(1)
-    flat_a, flat_b = va == 0, vb == 0
-    r = (da * db).sum(1) / (va.sqrt() * vb.sqrt())
-    r = torch.where(flat_a | flat_b, torch.nan, r.clamp(-1, 1))
-    return r, flat_a, flat_b
-
-
 class FaithfulnessCorrelation(Metric):
     """Faithfulness correlation (Bhatt et al. 2020): attribution of random subsets vs the output drop they cause.
 
@@ -460,10 +196,11 @@ class FaithfulnessCorrelation(Metric):
         ).view(n, p.nr_runs + 1)
         drops = scores[:, :1] - scores[:, 1:]
         sums = inp.attributions.flatten(1).gather(1, subsets.view(n, -1)).view(n, p.nr_runs, -1).sum(-1)
+        finite = torch.isfinite(drops).all(1)  # before ranking: ranks of NaN drops would be finite
         if p.similarity == "spearman":
             sums, drops = average_ranks(sums), average_ranks(drops)
-        corr, flat_sums, flat_drops = pearson_rows(sums, drops)
-        finite = torch.isfinite(drops).all(1)
+        corr = torch.where(finite, pearson(sums, drops), torch.nan)
+        flat_sums, flat_drops = constant_rows(sums), constant_rows(drops)
         no_answer = flat_sums & finite & ~flat_drops
         values = self.no_answer({"": corr}, no_answer)
         reasons = nan_reasons(
@@ -500,7 +237,7 @@ class PixelFlipping(Metric):
     outputs: ClassVar[dict[str, Direction]] = {"": Direction.LOWER}
 
     def passes(self) -> Passes:
-        return Passes(self.params.estimated_steps(), 0)
+        return Passes(self.params.steps_for(224 * 224), 0)
 
     def score(self, inp: MetricInput) -> Scores:
         check_attribution_shape(inp)

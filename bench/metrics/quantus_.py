@@ -55,7 +55,7 @@ from bench.cards import FAMILIES
 from bench.component import Params
 from bench.errors import ConfigError
 from bench.metrics.base import Metric, MetricInput, Scores
-from bench.metrics.faithfulness import check_attribution_shape
+from bench.metrics.removal import check_attribution_shape
 from bench.types import Direction, LoadedModel, Passes
 
 

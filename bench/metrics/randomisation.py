@@ -38,7 +38,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from bench.metrics.base import Metric, MetricInput, Scores
+from bench.metrics.base import Metric, MetricInput, Scores, nan_reasons
 from bench.metrics.similarity import UNDEFINED, MapFields, SimilarityKind, against, prepare_maps
 from bench.metrics.stability import NON_FINITE, explain_repeats, reexplainer
 from bench.seeding import generator
@@ -76,12 +76,9 @@ def comparison(inp: MetricInput, p: RandomisationFields) -> Callable[[torch.Tens
     return compare
 
 
-def nan_reasons(values: torch.Tensor, finite: torch.Tensor, kind: SimilarityKind) -> list[str | None]:
+def similarity_reasons(values: torch.Tensor, finite: torch.Tensor, kind: SimilarityKind) -> list[str | None]:
     """Why each NaN value is NaN: a non-finite re-explanation, else the similarity being undefined."""
-    return [
-        None if v == v else (UNDEFINED[kind] if f else NON_FINITE)
-        for v, f in zip(values.tolist(), finite.tolist(), strict=True)
-    ]
+    return nan_reasons(values, [(~finite, NON_FINITE)], otherwise=UNDEFINED[kind])
 
 
 def randomisable_layers(module: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -151,7 +148,7 @@ class ModelParameterRandomisation(Metric):
                 layer.load_state_dict(saved)
         curve = torch.stack(curves, dim=1)
         value = curve.nanmean(1)
-        reasons = nan_reasons(value, torch.stack(finite, dim=1).all(1), p.similarity)
+        reasons = similarity_reasons(value, torch.stack(finite, dim=1).all(1), p.similarity)
         return Scores(values={"": value}, curves={"": curve}, reasons=reasons)
 
 
@@ -189,4 +186,4 @@ class RandomLogit(Metric):
             return Scores(values={"": nan}, reasons=["the model has a single class: no other class to explain"] * n)
         other = off_classes(list(inp.seeds), inp.batch.target, classes)
         sim, finite = comparison(inp, p)(explain_all(inp, inp.model, other, p.explain_batch))
-        return Scores(values={"": sim}, reasons=nan_reasons(sim, finite, p.similarity))
+        return Scores(values={"": sim}, reasons=similarity_reasons(sim, finite, p.similarity))

@@ -27,14 +27,8 @@ from pydantic import Field, field_validator
 from scipy.sparse import csc_matrix
 from scipy.sparse.linalg import spsolve
 
-from bench.metrics.base import Metric, MetricInput, Scores
-from bench.metrics.faithfulness import (
-    OutputFields,
-    check_attribution_shape,
-    chunked_scores,
-    nan_reasons,
-    output_scores,
-)
+from bench.metrics.base import Metric, MetricInput, Scores, nan_reasons
+from bench.metrics.removal import OutputFields, check_attribution_shape, chunked_scores, output_scores
 from bench.perturb import pixel_ranks
 from bench.seeding import generator
 from bench.types import Direction, Passes

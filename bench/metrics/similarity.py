@@ -66,15 +66,15 @@ def _rows(a: torch.Tensor) -> torch.Tensor:
     return a.reshape(a.shape[0], -1)
 
 
-def _constant(rows: torch.Tensor) -> torch.Tensor:
-    """(N,) True where a row has a single value (tested exactly, not by a rounded variance)."""
+def constant_rows(rows: torch.Tensor) -> torch.Tensor:
+    """(N,) True where a row of (N, K) has a single value (tested exactly, not by a rounded variance)."""
     return rows.amax(1) == rows.amin(1)
 
 
 def pearson(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Per-sample Pearson correlation of the flattened maps: (N,) float64, NaN where either map is constant."""
     x, y = _rows(a).double(), _rows(b).double()
-    undefined = _constant(x) | _constant(y)
+    undefined = constant_rows(x) | constant_rows(y)
     x = x - x.mean(1, keepdim=True)
     y = y - y.mean(1, keepdim=True)
     r = ((x * y).sum(1) / (x.norm(dim=1) * y.norm(dim=1))).clamp(-1.0, 1.0)

@@ -3,8 +3,8 @@
 from bench.registry import MODELS
 
 MODELS.register_lazy("small_cnn", "bench.models.small_cnn:SmallCNN")
-MODELS.register_lazy("torchvision", "bench.models.zoo:TorchvisionModel")
-for _arch in (
+# torchvision architectures of the studies, registered under their own names (``bench.models.zoo`` builds them)
+STUDY_ARCHS = (
     "resnet34",
     "resnet50",
     "resnet101",
@@ -14,7 +14,10 @@ for _arch in (
     "densenet161",
     "squeezenet1_1",
     "vit_b_16",
-):
+)
+
+MODELS.register_lazy("torchvision", "bench.models.zoo:TorchvisionModel")
+for _arch in STUDY_ARCHS:
     MODELS.register_lazy(_arch, f"bench.models.zoo:Torchvision_{_arch}")
 MODELS.register_lazy("cifar_resnet", "bench.models.cifar_resnet:CifarResNetSource")
 MODELS.register_lazy("vgg13_cifar", "bench.models.vgg_cifar:VGG13Cifar")

@@ -60,6 +60,16 @@ class ImageClassifier(nn.Module):
         return self.net((x - self.mean) / self.std)
 
 
+def target_outputs(logits: torch.Tensor, target: torch.Tensor, output: str = "logit") -> torch.Tensor:
+    """Each sample's output for its ``target`` class: the logit, or with ``output="probability"`` its softmax
+    probability: (N, K), (N,) -> (N,). What every metric and explainer that reads "the target score" reads."""
+    if output == "probability":
+        logits = logits.softmax(dim=1)
+    elif output != "logit":
+        raise ValueError(f"output must be 'logit' or 'probability', got {output!r}")
+    return logits.gather(1, target.to(logits.device)[:, None]).squeeze(1)
+
+
 def _corners(mode: str) -> dict[str, bool]:
     """``align_corners=False`` (pixel centres, like PIL) for the modes that take it."""
     return {"align_corners": False} if mode in ("bilinear", "bicubic") else {}

@@ -26,6 +26,7 @@ from torchvision.models import get_model, get_model_weights, list_models
 from bench.component import Params
 from bench.datasets.base import Dataset
 from bench.errors import ConfigError, DataError
+from bench.models import STUDY_ARCHS
 from bench.models.base import ModelContext, ModelSource, prepare
 from bench.models.checkpoints import load_into, read_state_dict
 from bench.models.finetune import TrainSpec, finetune_cached, replace_head
@@ -33,17 +34,6 @@ from bench.types import LoadedModel, ModelSpec
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-STUDY_ARCHS = (
-    "resnet34",
-    "resnet50",
-    "resnet101",
-    "vgg13",
-    "vgg16",
-    "alexnet",
-    "densenet161",
-    "squeezenet1_1",
-    "vit_b_16",
-)
 
 
 @cache
