@@ -6,8 +6,9 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from bench.config import Suite
+from bench.datasets.base import Dataset
 from bench.seeding import short_digest
-from bench.types import Passes
+from bench.types import ImageShape, Passes
 
 
 @dataclass(frozen=True)
@@ -98,28 +99,70 @@ def build_plan(suite: Suite) -> list[Cell]:
     return cells
 
 
+# Images whose size is not known before the model is (variable-size datasets without an ``image_size``
+# param): estimated at the ImageNet input size, and the estimate says so.
+DEFAULT_IMAGE_SHAPE: ImageShape = (3, 224, 224)
+
+
 @dataclass
 class CellEstimate:
+    """What a cell will cost: images, model passes (explainer + metrics, not the prediction pass), and the
+    image shape (C, H, W) the passes were estimated for, with ``shape_note`` saying where it came from when
+    it is an assumption ("" when it is the dataset's own)."""
+
     cell: Cell
     images: int
     passes: Passes
+    image_shape: ImageShape = DEFAULT_IMAGE_SHAPE
+    shape_note: str = ""
+
+
+def estimate_shape(dataset: Dataset) -> tuple[ImageShape, str]:
+    """The image shape for a dataset's pass estimates and, when it is assumed, why.
+
+    Variable-size datasets resize to the model's input size, which is known only once the model is
+    loaded; the estimate then uses the dataset's ``image_size`` param (what images are resized to when
+    the model takes any size), else ``DEFAULT_IMAGE_SHAPE``."""
+    try:
+        shape = dataset.image_shape()
+    except Exception:  # noqa: BLE001 - an estimate must not fail on unreadable data
+        shape = None
+    if shape is not None:
+        return tuple(shape), ""
+    size = getattr(dataset.params, "image_size", None)
+    if size is not None:
+        shape, source = (3, *size), "the dataset's image_size"
+    else:
+        shape, source = DEFAULT_IMAGE_SHAPE, "a default"
+    h, w = shape[1:]
+    return shape, f"estimated at {h}x{w} ({source}): images are resized to the model's input size once it is loaded"
 
 
 def estimate(suite: Suite, cells: list[Cell]) -> list[CellEstimate]:
-    """Images and model passes each cell will need (explainer + metrics; not the prediction pass)."""
+    """Images and model passes each cell will need (explainer + metrics; not the prediction pass), for the
+    dataset's image shape (``estimate_shape``); the metrics that explain again count the cell's explainer."""
     sizes: dict[str, int] = {}
+    shapes: dict[str, tuple[ImageShape, str]] = {}
     out = []
     for cell in cells:
         if cell.dataset not in sizes:
             dataset = suite.datasets[cell.dataset]
-            wanted = suite.config.samples_for(cell.dataset)
-            try:
-                available = len(dataset.index(dataset.eval_split))
-            except Exception:  # noqa: BLE001 - an estimate must not fail on unreadable data
-                available = wanted or 0
-            sizes[cell.dataset] = min(wanted, available) if wanted else available
-        per_image = suite.explainers[cell.explainer].passes()
+            sizes[cell.dataset] = _sample_count(dataset, suite.config.samples_for(cell.dataset))
+            shapes[cell.dataset] = estimate_shape(dataset)
+        shape, note = shapes[cell.dataset]
+        explainer = suite.explainers[cell.explainer]
+        per_image = explainer.passes(shape)
         for qk in cell.metrics:
-            per_image = per_image + suite.metrics[qk].passes()
-        out.append(CellEstimate(cell, sizes[cell.dataset], per_image * sizes[cell.dataset]))
+            per_image = per_image + suite.metrics[qk].passes(shape, explainer)
+        out.append(CellEstimate(cell, sizes[cell.dataset], per_image * sizes[cell.dataset], shape, note))
     return out
+
+
+def _sample_count(dataset: Dataset, wanted: int | None) -> int:
+    """Images a cell explains: the samples asked for, at most the split's size (what is asked for when the
+    split cannot be read)."""
+    try:
+        available = len(dataset.index(dataset.eval_split))
+    except Exception:  # noqa: BLE001 - an estimate must not fail on unreadable data
+        available = wanted or 0
+    return min(wanted, available) if wanted else available

@@ -9,6 +9,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+ImageShape = tuple[int, int, int]  # (C, H, W) of the images a component sees
 VOID = 255  # mask value for pixels that count neither as object nor as background (VOC's border)
 
 

@@ -389,5 +389,5 @@ def test_default_forward_batch_depends_on_the_device() -> None:
 
 
 def test_passes() -> None:
-    assert cam.GradCAM().passes().backward == 1 and cam.EigenCAM().passes().backward == 0
-    assert cam.ScoreCAM().passes().forward == 1 + cam.TYPICAL_CHANNELS
+    assert cam.GradCAM().passes((3, 32, 32)).backward == 1 and cam.EigenCAM().passes((3, 32, 32)).backward == 0
+    assert cam.ScoreCAM().passes((3, 32, 32)).forward == 1 + cam.TYPICAL_CHANNELS

@@ -354,8 +354,8 @@ def test_batches_seeds_and_passes(cnn: LoadedModel, name: str) -> None:
     halves = torch.cat([explainer.explain(cnn, x[i : i + 4], target[i : i + 4], seeds[i : i + 4]) for i in (0, 4)])
     torch.testing.assert_close(whole, halves, rtol=1e-4, atol=1e-7)
     torch.testing.assert_close(explainer.explain(cnn, x, target, seeds), whole, rtol=0, atol=0)
-    assert counted.forward_images / 8 == explainer.passes().forward
-    assert counted.backward_images / 8 == explainer.passes().backward
+    assert counted.forward_images / 8 == explainer.passes(tuple(x.shape[1:])).forward
+    assert counted.backward_images / 8 == explainer.passes(tuple(x.shape[1:])).backward
     other = explainer.explain(cnn, x, target, [s + 1000 for s in seeds])
     if explainer.deterministic and name != "deeplift":  # deeplift: a noise baseline, drawn from the seeds
         torch.testing.assert_close(other, whole, rtol=0, atol=0)

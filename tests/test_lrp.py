@@ -324,7 +324,7 @@ def test_refuses_unsupported_models_before_touching_them() -> None:
 
 
 def test_params_and_passes() -> None:
-    assert _lrp().passes() == Passes(1, 1)
+    assert _lrp().passes((3, 32, 32)) == Passes(1, 1)
     defaults = LRPParams()
     assert (defaults.composite, defaults.canonizer, defaults.reduce, defaults.start) == (
         "epsilon_plus_flat",

@@ -18,7 +18,6 @@ from torch.utils.data import DataLoader, TensorDataset
 from bench.cost import PassCounter
 from bench.explainers.base import Explainer
 from bench.explainers.perturbation import (
-    REFERENCE_SIDE,
     KernelShap,
     Lime,
     Occlusion,
@@ -145,7 +144,9 @@ def test_occlusion_passes(cnn: LoadedModel) -> None:
     with PassCounter(cnn.module) as counted:
         Occlusion(Occlusion.Params(window=6, stride=4)).explain(cnn, x, target, seeds)
     assert counted.forward_images / 2 == windows_per_side(SIZE, 6, 4) ** 2 + 1 == 17
-    assert Occlusion().passes().forward == windows_per_side(REFERENCE_SIDE, 8, 4) ** 2 + 1 == 55**2 + 1
+    assert Occlusion(Occlusion.Params(window=6, stride=4)).passes((3, SIZE, SIZE)).forward == 17
+    assert Occlusion().passes((3, 224, 224)).forward == windows_per_side(224, 8, 4) ** 2 + 1 == 55**2 + 1
+    assert Occlusion().passes((3, 32, 24)).forward == 7 * 5 + 1  # no 224x224 assumption
 
 
 # --- LIME and KernelSHAP ----------------------------------------------------------------------------------
@@ -315,7 +316,7 @@ def test_batches_seeds_and_passes(cnn: LoadedModel, name: str) -> None:
     other = explainer.explain(cnn, x, target, [s + 1000 for s in seeds])
     assert not torch.allclose(other, whole)  # LIME, KernelSHAP: other draws; occlusion: another noise baseline
     if name != "occlusion":
-        assert counted.forward_images / 8 == explainer.passes().forward
+        assert counted.forward_images / 8 == explainer.passes(tuple(x.shape[1:])).forward
 
 
 def test_auto_forward_batch_is_bounded_by_image_size() -> None:

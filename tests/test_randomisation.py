@@ -204,5 +204,5 @@ def test_params() -> None:
         MPRT.Params(mode="bottom_up")
     with pytest.raises(ValueError):
         RandomLogit.Params(similarity="cosine")
-    assert MPRT(MPRT.Params(max_layers=4)).passes().forward == 4
-    assert RandomLogit().passes().forward == 1
+    assert MPRT(MPRT.Params(max_layers=4)).passes((3, 32, 32)).forward == 4
+    assert RandomLogit().passes((3, 32, 32)).forward == 1

@@ -122,5 +122,5 @@ def test_params() -> None:
         RISE.Params(grid=None)
     with pytest.raises(ValidationError):
         RISE.Params(p=0)
-    assert RISE(RISE.Params(n_masks=300)).passes().forward == 300
+    assert RISE(RISE.Params(n_masks=300)).passes((3, 32, 32)).forward == 300
     assert RISE.deterministic is False

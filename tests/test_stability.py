@@ -379,5 +379,5 @@ def test_params_have_bounds_and_passes() -> None:
         Consistency.Params(k_percent=0)
     with pytest.raises(ValueError):
         LocalLipschitz.Params(unknown=1)
-    assert MaxSensitivity(MaxSensitivity.Params(n_samples=7)).passes().forward == 7
-    assert Consistency().passes().backward == 3
+    assert MaxSensitivity(MaxSensitivity.Params(n_samples=7)).passes((3, 32, 32)).forward == 7
+    assert Consistency().passes((3, 32, 32)).backward == 3

@@ -22,7 +22,7 @@ from bench.explainers.transformer import (
 )
 from bench.models.base import prepare
 from bench.models.small_cnn import build_small_cnn
-from bench.types import LoadedModel, ModelSpec
+from bench.types import LoadedModel, ModelSpec, Passes
 
 SPEC = ModelSpec(
     num_classes=4,
@@ -217,4 +217,5 @@ def test_cnns_are_skipped_with_a_reason(vit: LoadedModel) -> None:
         assert "vit" in explainer.requires
         with pytest.raises(ConfigError, match="VisionTransformer"):
             explainer.explain(cnn, torch.rand(1, 3, 8, 8), torch.zeros(1, dtype=torch.long))
-    assert AttentionRollout().passes().backward == 0 and TransformerAttribution().passes().backward == 1
+    assert AttentionRollout().passes((3, 32, 32)) == Passes(1, 0)
+    assert TransformerAttribution().passes((3, 32, 32)) == Passes(1, 1)

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from bench.component import Component
 from bench.seeding import stable_hash
-from bench.types import Batch, ModelSpec, SampleRef
+from bench.types import Batch, ImageShape, ModelSpec, SampleRef
 
 if TYPE_CHECKING:
     from bench.datasets.label_maps import ClassMap, LabelMap
@@ -54,6 +54,12 @@ class Dataset(Component):
     @abstractmethod
     def load(self, refs: Sequence[SampleRef], split: str, image_size: tuple[int, int] | None = None) -> Batch:
         """Images (and masks) of ``refs`` as a CPU Batch; resized to ``image_size`` when given."""
+
+    def image_shape(self) -> ImageShape | None:
+        """The (C, H, W) of every image ``load`` returns when it is not asked to resize, found cheaply (no
+        image is decoded): for pass estimates. None when it is not known before a model is: images of
+        ``variable_size`` datasets are resized to the model's input size."""
+        return None
 
     def index_problems(self, split: str) -> list[tuple[str, str]]:
         """(image id, "<file>: <problem>") of images that ``index(split)`` left out because their files

@@ -25,7 +25,7 @@ from bench.datasets.image_io import resize
 from bench.datasets.label_map_files import label_map_field
 from bench.datasets.label_maps import CIFAR10_MAP, LabelMap
 from bench.errors import DataError
-from bench.types import Batch, SampleRef
+from bench.types import Batch, ImageShape, SampleRef
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 BASE_FOLDER = "cifar-10-batches-py"
@@ -201,6 +201,9 @@ class CIFAR10(Dataset):
 
     def splits(self) -> tuple[str, ...]:
         return ("train", "test")
+
+    def image_shape(self) -> ImageShape:
+        return (3, 32, 32)
 
     def builtin_label_map(self) -> LabelMap:
         return CIFAR10_MAP

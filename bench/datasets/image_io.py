@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from bench.errors import DataError
-from bench.types import Batch, SampleRef
+from bench.types import Batch, ImageShape, SampleRef
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".webp", ".tif", ".tiff")
 
@@ -47,6 +47,23 @@ def read_image(path: Path) -> torch.Tensor:
     except _READ_ERRORS as exc:
         raise UnreadableImage(path, str(exc) or type(exc).__name__) from exc
     return torch.from_numpy(array).permute(2, 0, 1).contiguous()
+
+
+def stored_shape(path: Path) -> ImageShape | None:
+    """(3, H, W) of the image at ``path`` as ``read_image`` returns it, from its header (nothing is
+    decoded); None when it cannot be read."""
+    try:
+        with Image.open(path) as img:
+            width, height = img.size
+    except _READ_ERRORS:
+        return None
+    return (3, height, width)
+
+
+def first_image_shape(refs: Sequence[SampleRef], root: Path) -> ImageShape | None:
+    """The stored shape of the first of ``refs`` (files under ``root``; the images of a dataset that does not
+    resize must share it); None when there is no readable first sample."""
+    return stored_shape(root / refs[0].id) if refs else None
 
 
 def resize(x: torch.Tensor, size: tuple[int, int] | None) -> torch.Tensor:

@@ -9,10 +9,10 @@ from pydantic import Field, field_validator
 
 from bench.component import Params
 from bench.datasets.base import Dataset
-from bench.datasets.image_io import IMAGE_SUFFIXES, is_image_file, load_image_batch
+from bench.datasets.image_io import IMAGE_SUFFIXES, first_image_shape, is_image_file, load_image_batch
 from bench.datasets.label_map_files import label_map_field
 from bench.errors import DataError
-from bench.types import Batch, SampleRef
+from bench.types import Batch, ImageShape, SampleRef
 
 __all__ = ["IMAGE_SUFFIXES", "ImageFolder", "ImageFolderParams", "unique_class_names"]
 
@@ -102,6 +102,16 @@ class ImageFolder(Dataset):
             files = sorted(p.name for p in (root / cls).iterdir() if p.is_file() and is_image_file(p))
             refs += [SampleRef(f"{cls}/{name}", label) for name in files]
         return refs
+
+    def image_shape(self) -> ImageShape | None:
+        """``image_size``, else the stored size of the first image (reads one file header)."""
+        if self.params.image_size is not None:
+            return (3, *self.params.image_size)
+        try:
+            refs = self.index(self.eval_split)
+        except (OSError, DataError):
+            return None
+        return first_image_shape(refs, self._root(self.eval_split))
 
     def load(self, refs: Sequence[SampleRef], split: str, image_size: tuple[int, int] | None = None) -> Batch:
         """The images of ``refs``; unreadable ones are left out and listed in ``Batch.skipped``."""

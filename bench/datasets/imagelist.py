@@ -12,11 +12,11 @@ from pydantic import Field, field_validator, model_validator
 
 from bench.component import Params
 from bench.datasets.base import Dataset
-from bench.datasets.image_io import load_image_batch
+from bench.datasets.image_io import first_image_shape, load_image_batch
 from bench.datasets.imagefolder import unique_class_names
 from bench.datasets.label_map_files import label_map_field
 from bench.errors import DataError
-from bench.types import Batch, SampleRef
+from bench.types import Batch, ImageShape, SampleRef
 
 
 class ImageListParams(Params):
@@ -174,6 +174,16 @@ class ImageList(Dataset):
             return self.params.header
         name, label = cells[0], (cells[1] if len(cells) > 1 else "")
         return label not in self.classes and not (name and (root / name).is_file())
+
+    def image_shape(self) -> ImageShape | None:
+        """``image_size``, else the stored size of the first image (reads one file header)."""
+        if self.params.image_size is not None:
+            return (3, *self.params.image_size)
+        try:
+            refs = self.index(self.eval_split)
+        except (OSError, DataError):
+            return None
+        return first_image_shape(refs, self._source(self.eval_split).root)
 
     def load(self, refs: Sequence[SampleRef], split: str, image_size: tuple[int, int] | None = None) -> Batch:
         """The images of ``refs``; unreadable ones are left out and listed in ``Batch.skipped``."""

@@ -12,7 +12,7 @@ from bench.component import Params
 from bench.datasets import shapes
 from bench.datasets.base import Dataset
 from bench.datasets.image_io import resize, resize_mask
-from bench.types import Batch, SampleRef
+from bench.types import Batch, ImageShape, SampleRef
 
 
 class SyntheticParams(Params):
@@ -54,6 +54,9 @@ class Synthetic(Dataset):
 
     def splits(self) -> tuple[str, ...]:
         return ("train", "test")
+
+    def image_shape(self) -> ImageShape:
+        return (3, self.params.size, self.params.size)
 
     def _count(self, split: str) -> int:
         return self.params.train_size if split == "train" else self.params.test_size

@@ -12,7 +12,7 @@ from pydantic import Field
 
 from bench.cards import ExplainerCard, params_json
 from bench.component import Component, Params
-from bench.types import LoadedModel, Passes
+from bench.types import ImageShape, LoadedModel, Passes
 
 Reduction = Literal["sum", "abs_sum", "l2", "max_abs", "mean"]
 
@@ -122,8 +122,9 @@ class Explainer(Component):
                 return "the model declares no spatial layer for CAM methods; set params.layer"
         return None
 
-    def passes(self) -> Passes:
-        """Model passes per image (estimate for `xbench validate`)."""
+    def passes(self, image_shape: ImageShape) -> Passes:
+        """Model passes per image of ``image_shape`` (C, H, W), in images, as ``bench.cost.PassCounter``
+        counts them: the estimate `xbench validate` prints. Default: one forward and one backward pass."""
         return Passes(1, 1)
 
     @abstractmethod

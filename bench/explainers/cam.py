@@ -35,7 +35,7 @@ from bench.component import Params
 from bench.errors import ConfigError
 from bench.explainers.base import Explainer
 from bench.models.base import target_outputs
-from bench.types import LoadedModel, ModelSpec, Passes
+from bench.types import ImageShape, LoadedModel, ModelSpec, Passes
 
 ALL_CONV = "all_conv"  # the `layer` value that sweeps every nn.Conv2d of the model
 Layout = Literal["nchw", "nhwc", "tokens"]
@@ -293,7 +293,7 @@ class GradientCAM(CAMExplainer):
 
     requires = frozenset({"gradients", "spatial_layer"})
 
-    def passes(self) -> Passes:
+    def passes(self, image_shape: ImageShape) -> Passes:
         return Passes(1, 1)
 
     def layer_map(self, model: LoadedModel, layer: CAMLayer, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -378,7 +378,7 @@ class EigenCAM(CAMExplainer):
 
     version = 1
 
-    def passes(self) -> Passes:
+    def passes(self, image_shape: ImageShape) -> Passes:
         return Passes(1, 0)
 
     def layer_map(self, model: LoadedModel, layer: CAMLayer, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -419,7 +419,9 @@ class ScoreCAM(CAMExplainer):
 
     Params = BatchedCAMParams
 
-    def passes(self) -> Passes:
+    def passes(self, image_shape: ImageShape) -> Passes:
+        """One forward pass, plus one per channel of the layer: known once the model is, estimated as
+        ``TYPICAL_CHANNELS``."""
         return Passes(1 + TYPICAL_CHANNELS, 0)
 
     def layer_map(self, model: LoadedModel, layer: CAMLayer, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -451,7 +453,9 @@ class AblationCAM(CAMExplainer):
 
     Params = BatchedCAMParams
 
-    def passes(self) -> Passes:
+    def passes(self, image_shape: ImageShape) -> Passes:
+        """One forward pass, plus one per channel of the layer: known once the model is, estimated as
+        ``TYPICAL_CHANNELS``."""
         return Passes(1 + TYPICAL_CHANNELS, 0)
 
     def layer_map(self, model: LoadedModel, layer: CAMLayer, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -19,7 +19,7 @@ from pydantic import Field
 from bench.component import Params
 from bench.explainers.base import Explainer
 from bench.seeding import per_sample_rand
-from bench.types import LoadedModel, Passes
+from bench.types import ImageShape, LoadedModel, Passes
 
 LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601 weights of R, G, B in grey
 
@@ -30,7 +30,7 @@ class ModelFreeExplainer(Explainer):
     family = "control"
     control = True
 
-    def passes(self) -> Passes:
+    def passes(self, image_shape: ImageShape) -> Passes:
         return Passes(0, 0)
 
 

@@ -24,7 +24,7 @@ from pydantic import Field
 
 from bench.explainers.base import Explainer, ReduceFields, Reduction, reduce_channels
 from bench.perturb import BaselineFields, make_baseline
-from bench.types import LoadedModel, Passes
+from bench.types import ImageShape, LoadedModel, Passes
 
 
 class ChannelExplainer(Explainer):
@@ -122,7 +122,7 @@ class GuidedGradCAM(ChannelExplainer):
             return f"Guided Grad-CAM needs an (N, C, h, w) layer; the model's CAM layer is {model.spec.cam_format}"
         return super().supports(model)
 
-    def passes(self) -> Passes:
+    def passes(self, image_shape: ImageShape) -> Passes:
         return Passes(2, 2)  # captum runs Grad-CAM and guided backprop separately
 
     def channel_attributions(
@@ -151,7 +151,7 @@ class DeepLift(ChannelExplainer):
 
     Params = DeepLiftParams
 
-    def passes(self) -> Passes:
+    def passes(self, image_shape: ImageShape) -> Passes:
         return Passes(2, 2)  # the image and its baseline go through the model together
 
     def channel_attributions(
@@ -176,7 +176,7 @@ class IntegratedGradients(ChannelExplainer):
 
     Params = IntegratedGradientsParams
 
-    def passes(self) -> Passes:
+    def passes(self, image_shape: ImageShape) -> Passes:
         return Passes(self.params.n_steps, self.params.n_steps)
 
     def channel_attributions(

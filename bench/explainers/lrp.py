@@ -66,7 +66,7 @@ from bench.models.base import ImageClassifier
 from bench.models.canonical import UnsharedBasicBlock, UnsharedBottleneck
 from bench.models.cifar_resnet import BasicBlock as CifarBasicBlock
 from bench.models.cifar_resnet import CifarResNet, PadShortcut
-from bench.types import LoadedModel, Passes
+from bench.types import ImageShape, LoadedModel, Passes
 
 CompositeName = Literal[
     "epsilon_plus_flat",
@@ -265,7 +265,7 @@ class LRP(Explainer):
             "torchvision and CIFAR ResNets)"
         )
 
-    def passes(self) -> Passes:
+    def passes(self, image_shape: ImageShape) -> Passes:
         """One forward and one (modified) backward pass; the rules recompute each layer's
         forward inside the backward, which makes it a few times a plain backward."""
         return Passes(1, 1)

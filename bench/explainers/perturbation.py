@@ -36,9 +36,7 @@ from bench.explainers.base import Explainer, ForwardBatch, ReduceFields, Reducti
 from bench.explainers.superpixels import SegmentationFields, segment
 from bench.perturb import BaselineFields, make_baseline
 from bench.seeding import stable_hash
-from bench.types import LoadedModel, Passes
-
-REFERENCE_SIDE = 224  # image side assumed by Occlusion's pass estimate (passes() does not see the images)
+from bench.types import ImageShape, LoadedModel, Passes
 
 
 class OcclusionParams(ReduceFields, BaselineFields):
@@ -53,8 +51,9 @@ class OcclusionParams(ReduceFields, BaselineFields):
 
 
 def windows_per_side(side: int, window: int, stride: int) -> int:
-    """Patch positions along one side: captum adds a last position flush with the edge."""
-    return math.ceil((side - window) / stride) + 1
+    """Patch positions along one side: captum adds a last position flush with the edge (at least one:
+    a window larger than the image fails when explaining, not when estimating)."""
+    return max(1, math.ceil((side - window) / stride) + 1)
 
 
 class Occlusion(Explainer):
@@ -64,9 +63,11 @@ class Occlusion(Explainer):
 
     Params = OcclusionParams
 
-    def passes(self) -> Passes:
-        per_side = windows_per_side(REFERENCE_SIDE, self.params.window, self.params.stride)
-        return Passes(per_side**2 + 1, 0)  # estimate for 224 x 224 images: every patch, plus the image
+    def passes(self, image_shape: ImageShape) -> Passes:
+        """Every patch position, plus the image itself."""
+        _, h, w = image_shape
+        p = self.params
+        return Passes(windows_per_side(h, p.window, p.stride) * windows_per_side(w, p.window, p.stride) + 1, 0)
 
     @torch.no_grad()
     def attribute(
@@ -199,7 +200,7 @@ class SurrogateExplainer(Explainer):
     salt: ClassVar[str] = ""
     min_segments: ClassVar[int] = 1
 
-    def passes(self) -> Passes:
+    def passes(self, image_shape: ImageShape) -> Passes:
         return Passes(self.params.n_samples, 0)
 
     @abstractmethod

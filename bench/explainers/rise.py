@@ -29,7 +29,7 @@ from bench.explainers.base import Explainer, ForwardBatch, forward_batch_size
 from bench.models.base import target_outputs
 from bench.perturb import BaselineFields, make_baseline
 from bench.seeding import per_sample_rand
-from bench.types import LoadedModel, Passes
+from bench.types import ImageShape, LoadedModel, Passes
 
 DEFAULT_GRID = 7  # the paper's 7x7 cells
 
@@ -131,7 +131,7 @@ class RISE(Explainer):
     Params = RISEParams
     deterministic = False
 
-    def passes(self) -> Passes:
+    def passes(self, image_shape: ImageShape) -> Passes:
         return Passes(self.params.n_masks, 0)
 
     @torch.no_grad()

@@ -30,7 +30,7 @@ from bench.explainers.base import ExplainerContext, ReduceFields, Reduction
 from bench.explainers.gradient import ChannelExplainer
 from bench.explainers.smoothgrad import draw_blocks
 from bench.seeding import per_sample_rand
-from bench.types import LoadedModel, Passes
+from bench.types import ImageShape, LoadedModel, Passes
 
 
 class BackgroundFields(ReduceFields):
@@ -79,7 +79,7 @@ class GradientShap(BackgroundExplainer):
     Params = GradientShapParams
     deterministic = False
 
-    def passes(self) -> Passes:
+    def passes(self, image_shape: ImageShape) -> Passes:
         return Passes(self.params.n_samples, self.params.n_samples)
 
     def draws(
@@ -121,7 +121,7 @@ class GradientShap(BackgroundExplainer):
 class DeepLiftShap(BackgroundExplainer):
     """DeepLIFT-SHAP (Lundberg & Lee 2017, captum): DeepLIFT attributions averaged over a background set."""
 
-    def passes(self) -> Passes:
+    def passes(self, image_shape: ImageShape) -> Passes:
         b = self.params.background_size
         return Passes(2 * b, 2 * b)  # every (image, background image) pair, both through the model
 

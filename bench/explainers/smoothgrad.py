@@ -32,7 +32,7 @@ from bench.explainers.gradient import (
     Saliency,
 )
 from bench.seeding import per_sample_rand
-from bench.types import LoadedModel, Passes
+from bench.types import ImageShape, LoadedModel, Passes
 
 BASES: dict[str, type[ChannelExplainer]] = {
     "saliency": Saliency,
@@ -106,8 +106,8 @@ class SmoothGrad(ChannelExplainer):
         base_cls = BASES[self.params.base]
         self.base = base_cls(base_cls.Params(**self.params.base_params))
 
-    def passes(self) -> Passes:
-        return self.base.passes() * self.params.n_samples
+    def passes(self, image_shape: ImageShape) -> Passes:
+        return self.base.passes(image_shape) * self.params.n_samples
 
     def noise(self, x: torch.Tensor, seeds: Sequence[int]) -> torch.Tensor:
         """The noise (N, n_samples, C, H, W) added to the images ``x``, from their seeds."""

@@ -26,7 +26,7 @@ from bench.component import Params
 from bench.errors import ConfigError
 from bench.explainers.base import Explainer
 from bench.explainers.cam import upsample_map
-from bench.types import LoadedModel, Passes
+from bench.types import ImageShape, LoadedModel, Passes
 
 
 def find_vit(module: nn.Module) -> VisionTransformer | None:
@@ -205,7 +205,7 @@ class AttentionRollout(_AttentionExplainer):
 
     Params = AttentionRolloutParams
 
-    def passes(self) -> Passes:
+    def passes(self, image_shape: ImageShape) -> Passes:
         return Passes(1, 0)
 
     @torch.no_grad()
@@ -245,7 +245,7 @@ class TransformerAttribution(_AttentionExplainer):
 
     requires: ClassVar[frozenset[str]] = frozenset({"vit", "gradients"})
 
-    def passes(self) -> Passes:
+    def passes(self, image_shape: ImageShape) -> Passes:
         return Passes(1, 1)
 
     def attribute(

@@ -20,7 +20,7 @@ from bench.component import Params
 from bench.explainers.base import Explainer, ExplainerContext
 from bench.metrics.base import Metric, MetricInput, Scores
 from bench.metrics.similarity import UNDEFINED, MapFields, SimilarityKind, prepare_maps, similarity, topk_overlap
-from bench.types import Direction, Passes
+from bench.types import Direction, ImageShape, Passes
 
 
 class AgreementParams(MapFields):
@@ -61,8 +61,9 @@ class Agreement(Metric):
         cls = EXPLAINERS.get(self.params.reference)
         self.reference: Explainer = cls(cls.Params.model_validate(self.params.reference_params))
 
-    def passes(self) -> Passes:
-        return self.reference.passes()
+    def passes(self, image_shape: ImageShape, explainer: Explainer | None = None) -> Passes:
+        """The reference explainer's passes: it explains every image once more."""
+        return self.reference.passes(image_shape)
 
     def score(self, inp: MetricInput) -> Scores:
         p = self.params

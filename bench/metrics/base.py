@@ -12,7 +12,7 @@ import torch
 from bench.cards import MetricCard, OutputCard, params_json
 from bench.component import Component
 from bench.explainers.base import Explainer
-from bench.types import Batch, Direction, LoadedModel, Passes
+from bench.types import Batch, Direction, ImageShape, LoadedModel, Passes
 
 
 @dataclass
@@ -110,8 +110,10 @@ class Metric(Component):
             reference=self.reference,
         )
 
-    def passes(self) -> Passes:
-        """Model passes per image (estimate for `xbench validate`)."""
+    def passes(self, image_shape: ImageShape, explainer: Explainer | None = None) -> Passes:
+        """Model passes per image of ``image_shape`` (C, H, W), in images, as ``bench.cost.PassCounter``
+        counts them while the metric scores: the estimate `xbench validate` prints. ``explainer`` is the
+        cell's, for metrics that explain again (``explanation_passes``). Default: none."""
         return Passes(0, 0)
 
     def no_answer(self, values: dict[str, torch.Tensor], degenerate: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -126,6 +128,12 @@ class Metric(Component):
     @abstractmethod
     def score(self, inp: MetricInput) -> Scores:
         """Per-sample scores for ``inp``; NaN marks a sample for which the score is undefined."""
+
+
+def explanation_passes(explainer: Explainer | None, image_shape: ImageShape) -> Passes:
+    """What one more explanation of an image costs: the explainer's passes, or one forward and one
+    backward pass (a gradient explainer) when the explainer is not known."""
+    return explainer.passes(image_shape) if explainer is not None else Passes(1, 1)
 
 
 def nan_reasons(

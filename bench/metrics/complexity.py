@@ -18,9 +18,10 @@ from typing import ClassVar
 
 import torch
 
+from bench.explainers.base import Explainer
 from bench.metrics.base import Metric, MetricInput, Scores
 from bench.metrics.localisation import sort_rows, undefined
-from bench.types import Direction, Passes
+from bench.types import Direction, ImageShape, Passes
 
 
 def gini(a: torch.Tensor) -> torch.Tensor:
@@ -45,7 +46,7 @@ class _MagnitudeMetric(Metric):
 
     family = "complexity"
 
-    def passes(self) -> Passes:
+    def passes(self, image_shape: ImageShape, explainer: Explainer | None = None) -> Passes:
         return Passes(0, 0)
 
     def score(self, inp: MetricInput) -> Scores:

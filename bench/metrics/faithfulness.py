@@ -38,6 +38,7 @@ from typing import ClassVar, Literal
 import torch
 from pydantic import Field
 
+from bench.explainers.base import Explainer
 from bench.explainers.superpixels import slic_segments
 from bench.metrics.base import Metric, MetricInput, Scores, nan_reasons
 from bench.metrics.removal import (
@@ -55,7 +56,7 @@ from bench.metrics.removal import (
 from bench.metrics.similarity import average_ranks, constant_rows, pearson
 from bench.perturb import BaselineFields, BaselineKind, make_baseline, pixel_ranks
 from bench.seeding import generator
-from bench.types import Direction, Passes
+from bench.types import Direction, ImageShape, Passes
 
 
 class PerturbationCurveParams(StepFields, BaselineFields, OutputFields):
@@ -74,8 +75,9 @@ class _CurveMetric(Metric):
     Params = PerturbationCurveParams
     insertion: bool = False
 
-    def passes(self) -> Passes:
-        return Passes(self.params.steps_for(224 * 224) + 1, 0)
+    def passes(self, image_shape: ImageShape, explainer: Explainer | None = None) -> Passes:
+        """The untouched image and one image per step."""
+        return Passes(self.params.steps_for(image_shape[1] * image_shape[2]) + 1, 0)
 
     def score(self, inp: MetricInput) -> Scores:
         check_attribution_shape(inp)
@@ -161,7 +163,7 @@ class FaithfulnessCorrelation(Metric):
     Params = FaithfulnessCorrelationParams
     outputs: ClassVar[dict[str, Direction]] = {"": Direction.HIGHER}
 
-    def passes(self) -> Passes:
+    def passes(self, image_shape: ImageShape, explainer: Explainer | None = None) -> Passes:
         return Passes(self.params.nr_runs + 1, 0)
 
     def score(self, inp: MetricInput) -> Scores:
@@ -236,8 +238,9 @@ class PixelFlipping(Metric):
     Params = PixelFlippingParams
     outputs: ClassVar[dict[str, Direction]] = {"": Direction.LOWER}
 
-    def passes(self) -> Passes:
-        return Passes(self.params.steps_for(224 * 224), 0)
+    def passes(self, image_shape: ImageShape, explainer: Explainer | None = None) -> Passes:
+        """One image per step (the curve leaves out the untouched image)."""
+        return Passes(self.params.steps_for(image_shape[1] * image_shape[2]), 0)
 
     def score(self, inp: MetricInput) -> Scores:
         check_attribution_shape(inp)
@@ -310,9 +313,10 @@ class RegionPerturbation(Metric):
         direction = Direction.LOWER if self.params.order == "lerf" else Direction.HIGHER
         return {"": direction, "aopc": direction}
 
-    def passes(self) -> Passes:
-        p = self.params
-        regions = math.ceil(224 / p.patch_size) ** 2
+    def passes(self, image_shape: ImageShape, explainer: Explainer | None = None) -> Passes:
+        """The untouched image and one image per region removed (at most the regions of the padded grid)."""
+        p, (_, h, w) = self.params, image_shape
+        regions = math.ceil(h / p.patch_size) * math.ceil(w / p.patch_size)
         return Passes(min(p.regions_evaluation, regions) + 1, 0)
 
     def score(self, inp: MetricInput) -> Scores:
@@ -399,8 +403,10 @@ class IROF(Metric):
     Params = IROFParams
     outputs: ClassVar[dict[str, Direction]] = {"": Direction.HIGHER}
 
-    def passes(self) -> Passes:
-        return Passes(self.params.n_segments + 1, 0)
+    def passes(self, image_shape: ImageShape, explainer: Explainer | None = None) -> Passes:
+        """The untouched image and one image per superpixel: SLIC finds about ``n_segments`` (the count
+        depends on the image; at most one per pixel)."""
+        return Passes(min(self.params.n_segments, image_shape[1] * image_shape[2]) + 1, 0)
 
     def score(self, inp: MetricInput) -> Scores:
         check_attribution_shape(inp)

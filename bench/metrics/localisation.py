@@ -42,8 +42,9 @@ import torch.nn.functional as F
 from pydantic import Field, field_validator, model_validator
 
 from bench.component import Params
+from bench.explainers.base import Explainer
 from bench.metrics.base import Metric, MetricInput, Scores
-from bench.types import VOID, Direction, Passes
+from bench.types import VOID, Direction, ImageShape, Passes
 
 ThresholdRule = Literal["fraction_of_max", "mean", "otsu", "topk", "mask_size"]
 
@@ -245,7 +246,7 @@ class MaskMetric(Metric):
     Params = MaskFields
     needs = frozenset({"mask"})
 
-    def passes(self) -> Passes:
+    def passes(self, image_shape: ImageShape, explainer: Explainer | None = None) -> Passes:
         return Passes(0, 0)  # bookkeeping on the attribution and the mask: no model pass
 
     def score(self, inp: MetricInput) -> Scores:

@@ -54,9 +54,10 @@ from torch import nn
 from bench.cards import FAMILIES
 from bench.component import Params
 from bench.errors import ConfigError
+from bench.explainers.base import Explainer
 from bench.metrics.base import Metric, MetricInput, Scores
 from bench.metrics.removal import check_attribution_shape
-from bench.types import Direction, LoadedModel, Passes
+from bench.types import Direction, ImageShape, LoadedModel, Passes
 
 
 def install_trapz_shim() -> None:
@@ -195,7 +196,7 @@ class QuantusPassThrough(Metric):
             )
         return {"": direction}
 
-    def passes(self) -> Passes:
+    def passes(self, image_shape: ImageShape, explainer: Explainer | None = None) -> Passes:
         """Unknown: Quantus does its own passes (the estimate counts none)."""
         return Passes(0, 0)
 

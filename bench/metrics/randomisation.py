@@ -38,11 +38,12 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from bench.metrics.base import Metric, MetricInput, Scores, nan_reasons
+from bench.explainers.base import Explainer
+from bench.metrics.base import Metric, MetricInput, Scores, explanation_passes, nan_reasons
 from bench.metrics.similarity import UNDEFINED, MapFields, SimilarityKind, against, prepare_maps
 from bench.metrics.stability import NON_FINITE, explain_repeats, reexplainer
 from bench.seeding import generator
-from bench.types import Direction, LoadedModel, Passes
+from bench.types import Direction, ImageShape, LoadedModel, Passes
 
 
 def explain_all(inp: MetricInput, model: LoadedModel, target: torch.Tensor, explain_batch: int) -> torch.Tensor:
@@ -121,11 +122,10 @@ class ModelParameterRandomisation(Metric):
     Params = ModelRandomisationParams
     outputs: ClassVar[dict[str, Direction]] = {"": Direction.LOWER}
 
-    def passes(self) -> Passes:
-        """One explanation per randomised layer and image (a gradient explainer's forward and backward pass);
-        without ``max_layers`` the count of layers is known only once the model is."""
-        layers = self.params.max_layers or 1
-        return Passes(layers, layers)
+    def passes(self, image_shape: ImageShape, explainer: Explainer | None = None) -> Passes:
+        """One explanation per randomised layer and image (``explanation_passes``); without ``max_layers``
+        the count of layers is known only once the model is (one is assumed)."""
+        return explanation_passes(explainer, image_shape) * (self.params.max_layers or 1)
 
     def score(self, inp: MetricInput) -> Scores:
         p = self.params
@@ -173,9 +173,9 @@ class RandomLogit(Metric):
     Params = RandomLogitParams
     outputs: ClassVar[dict[str, Direction]] = {"": Direction.LOWER}
 
-    def passes(self) -> Passes:
-        """One explanation per image (counted as a gradient explainer's forward and backward pass)."""
-        return Passes(1, 1)
+    def passes(self, image_shape: ImageShape, explainer: Explainer | None = None) -> Passes:
+        """One explanation per image, of the other class (``explanation_passes``)."""
+        return explanation_passes(explainer, image_shape)
 
     def score(self, inp: MetricInput) -> Scores:
         p = self.params

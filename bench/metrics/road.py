@@ -27,11 +27,12 @@ from pydantic import Field, field_validator
 from scipy.sparse import csc_matrix
 from scipy.sparse.linalg import spsolve
 
+from bench.explainers.base import Explainer
 from bench.metrics.base import Metric, MetricInput, Scores, nan_reasons
 from bench.metrics.removal import OutputFields, check_attribution_shape, chunked_scores, output_scores
 from bench.perturb import pixel_ranks
 from bench.seeding import generator
-from bench.types import Direction, Passes
+from bench.types import Direction, ImageShape, Passes
 
 # (row offset, column offset, weight) of the eight neighbours: the weights of Rong et al.'s imputer
 NEIGHBOURS = (
@@ -167,7 +168,8 @@ class ROAD(Metric):
         "lerf": Direction.HIGHER,
     }
 
-    def passes(self) -> Passes:
+    def passes(self, image_shape: ImageShape, explainer: Explainer | None = None) -> Passes:
+        """The untouched image and one imputed image per percentage and order (MoRF, LeRF)."""
         return Passes(2 * len(self.params.percentages) + 1, 0)
 
     def score(self, inp: MetricInput) -> Scores:

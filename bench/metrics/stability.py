@@ -37,10 +37,10 @@ from pydantic import Field
 
 from bench.component import Params
 from bench.explainers.base import Explainer
-from bench.metrics.base import Metric, MetricInput, Scores
+from bench.metrics.base import Metric, MetricInput, Scores, explanation_passes
 from bench.metrics.similarity import UNDEFINED, MapFields, average_ranks, prepare_maps, topk_count, topk_members
 from bench.seeding import per_sample_rand, stable_hash
-from bench.types import Direction, LoadedModel, Passes
+from bench.types import Direction, ImageShape, LoadedModel, Passes
 
 RowMaker = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, list[int]]]
 
@@ -148,10 +148,9 @@ class _Sensitivity(Metric):
     Params = SensitivityParams
     outputs: ClassVar[dict[str, Direction]] = {"": Direction.LOWER}
 
-    def passes(self) -> Passes:
-        """n_samples explanations per image, counted as one forward and one backward pass each (a gradient
-        explainer; the true cost is n_samples times the explainer's own passes)."""
-        return Passes(self.params.n_samples, self.params.n_samples)
+    def passes(self, image_shape: ImageShape, explainer: Explainer | None = None) -> Passes:
+        """n_samples explanations per image (``explanation_passes``)."""
+        return explanation_passes(explainer, image_shape) * self.params.n_samples
 
     def aggregate(self, ratios: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -197,9 +196,9 @@ class LocalLipschitz(Metric):
     Params = LocalLipschitzParams
     outputs: ClassVar[dict[str, Direction]] = {"": Direction.LOWER}
 
-    def passes(self) -> Passes:
-        """n_samples explanations per image, counted as one forward and one backward pass each."""
-        return Passes(self.params.n_samples, self.params.n_samples)
+    def passes(self, image_shape: ImageShape, explainer: Explainer | None = None) -> Passes:
+        """n_samples explanations per image (``explanation_passes``)."""
+        return explanation_passes(explainer, image_shape) * self.params.n_samples
 
     def score(self, inp: MetricInput) -> Scores:
         p = self.params
@@ -243,9 +242,12 @@ class Consistency(Metric):
     Params = ConsistencyParams
     outputs: ClassVar[dict[str, Direction]] = {"": Direction.HIGHER, "topk": Direction.HIGHER}
 
-    def passes(self) -> Passes:
-        """n_reruns explanations per image, counted as one forward and one backward pass each."""
-        return Passes(self.params.n_reruns, self.params.n_reruns)
+    def passes(self, image_shape: ImageShape, explainer: Explainer | None = None) -> Passes:
+        """n_reruns explanations per image (``explanation_passes``); none for a deterministic explainer,
+        whose consistency is not computed."""
+        if explainer is not None and explainer.deterministic:
+            return Passes(0, 0)
+        return explanation_passes(explainer, image_shape) * self.params.n_reruns
 
     def score(self, inp: MetricInput) -> Scores:
         explainer = reexplainer(inp)
