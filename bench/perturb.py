@@ -64,3 +64,14 @@ def pixel_ranks(attr: torch.Tensor) -> torch.Tensor:
     ranks = torch.empty_like(order)
     ranks.scatter_(1, order, torch.arange(flat.shape[1], device=flat.device).expand_as(order))
     return ranks
+
+
+def baseline_images(
+    x: torch.Tensor, baseline: torch.Tensor | BaselineKind, seeds: Sequence[int] | None = None
+) -> torch.Tensor:
+    """What removed pixels of ``x`` (N, C, H, W) become, for the functional API: ``baseline`` itself when it is
+    a tensor (broadcast to ``x``'s shape, on its device), else the baseline of that kind with the default
+    settings of ``BaselineFields`` (``noise`` draws from ``seeds``)."""
+    if isinstance(baseline, torch.Tensor):
+        return baseline.to(device=x.device, dtype=x.dtype).expand_as(x)
+    return make_baseline(x, BaselineFields(baseline=baseline), seeds)

@@ -36,9 +36,10 @@ import torchvision
 from pytorch_grad_cam.metrics import road as gradcam_road
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget
 
-import bench.metrics.faithfulness as faithfulness_module
-import bench.metrics.road as road_module
+import bench.functional.imputation as road_module
+import bench.functional.regions as regions_module
 from bench.cost import PassCounter
+from bench.functional.faithfulness import random_subsets
 from bench.metrics.base import Metric, MetricInput
 from bench.metrics.faithfulness import (
     IROF,
@@ -47,7 +48,6 @@ from bench.metrics.faithfulness import (
     Insertion,
     PixelFlipping,
     RegionPerturbation,
-    random_subsets,
 )
 from bench.metrics.quantus_ import COMPAT_INIT, install_trapz_shim
 from bench.metrics.road import ROAD
@@ -175,7 +175,7 @@ class Row:
 
 
 # the per-image CPU work of a method, timed inside a native run: (module, function name)
-METHOD_WORK = {"IROF": (faithfulness_module, "slic_segments"), "ROAD": (road_module, "imputed_images")}
+METHOD_WORK = {"IROF": (regions_module, "slic_segments"), "ROAD": (road_module, "imputed_images")}
 
 
 @contextlib.contextmanager

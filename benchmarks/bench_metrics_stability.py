@@ -37,8 +37,9 @@ import quantus
 import torch
 
 from bench.explainers.base import Explainer
+from bench.functional.randomisation import randomisable_layers
 from bench.metrics.base import Metric, MetricInput
-from bench.metrics.randomisation import ModelParameterRandomisation, RandomLogit, randomisable_layers
+from bench.metrics.randomisation import ModelParameterRandomisation, RandomLogit
 from bench.metrics.stability import AvgSensitivity, Consistency, LocalLipschitz, MaxSensitivity
 from bench.models.base import prepare
 from bench.models.cifar_resnet import CifarResNet

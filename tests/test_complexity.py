@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import torch
 
+from bench.functional.complexity import gini
 from bench.metrics.base import Metric, MetricInput, Scores
-from bench.metrics.complexity import Entropy, Sparseness, gini
+from bench.metrics.complexity import Entropy, Sparseness
 from bench.models.base import prepare
 from bench.models.small_cnn import build_small_cnn
 from bench.registry import METRICS, load_builtin_components

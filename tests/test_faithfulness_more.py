@@ -15,6 +15,7 @@ from quantus.functions.perturb_func import baseline_replacement_by_mask
 from torch import nn
 
 from bench.explainers.superpixels import slic_segments
+from bench.functional.faithfulness import random_subsets
 from bench.metrics.base import Metric, MetricInput
 from bench.metrics.faithfulness import (
     IROF,
@@ -23,7 +24,6 @@ from bench.metrics.faithfulness import (
     Insertion,
     PixelFlipping,
     RegionPerturbation,
-    random_subsets,
 )
 from bench.models.base import prepare
 from bench.models.small_cnn import build_small_cnn

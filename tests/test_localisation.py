@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from bench.metrics.base import MetricInput
-from bench.metrics.localisation import IoU, binarise, split_mask
+from bench.metrics.localisation import IoU
+from bench.metrics.masks import binarise, split_mask
 from bench.types import VOID
 from tests.helpers import batch_of, linear_model
 

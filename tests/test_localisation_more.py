@@ -13,18 +13,14 @@ from sklearn.metrics import roc_auc_score
 
 from bench.metrics.base import Metric, MetricInput, Scores
 from bench.metrics.localisation import (
-    CONSTANT_MAP,
     EnergyPointingGame,
     IoU,
     IoUSweep,
     PixelAUROC,
     PointingGame,
     RelevanceRankAccuracy,
-    binarise,
-    near_object,
-    sort_rows,
-    split_mask,
 )
+from bench.metrics.masks import CONSTANT_MAP, binarise, near_object, sort_rows, split_mask
 from bench.models.base import prepare
 from bench.models.small_cnn import build_small_cnn
 from bench.registry import METRICS, load_builtin_components

@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 import torch
 
+from bench.functional.randomisation import off_classes, randomisable_layers
 from bench.metrics.base import MetricInput
-from bench.metrics.randomisation import ModelParameterRandomisation, RandomLogit, off_classes, randomisable_layers
+from bench.metrics.randomisation import ModelParameterRandomisation, RandomLogit
 from bench.metrics.similarity import UNDEFINED, prepare_maps
 from bench.metrics.stability import NON_FINITE
 from bench.registry import EXPLAINERS, load_builtin_components

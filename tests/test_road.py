@@ -12,8 +12,9 @@ from pydantic import ValidationError
 from pytorch_grad_cam.metrics import road as gradcam_road
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget, ClassifierOutputTarget
 
+from bench.functional.imputation import imputed_images, linear_imputation, removal_count
 from bench.metrics.base import MetricInput
-from bench.metrics.road import ROAD, imputed_images, linear_imputation, removal_count
+from bench.metrics.road import ROAD
 from bench.models.base import prepare
 from bench.models.small_cnn import build_small_cnn
 from bench.types import LoadedModel, ModelSpec

@@ -12,6 +12,7 @@ import torch
 from scipy import stats
 
 from bench.explainers.base import Explainer
+from bench.functional.robustness import row_noise
 from bench.metrics.base import Metric, MetricInput
 from bench.metrics.similarity import UNDEFINED, prepare_maps
 from bench.metrics.stability import (
@@ -20,7 +21,6 @@ from bench.metrics.stability import (
     Consistency,
     LocalLipschitz,
     MaxSensitivity,
-    row_noise,
 )
 from bench.models.base import prepare
 from bench.models.small_cnn import build_small_cnn

@@ -6,7 +6,7 @@ Grad-CAM, Grad-CAM++ and Score-CAM maps differ from each other): add one
 to each. The reference explains the same images for the same targets and seeds;
 methods that need a background set (SHAP-style) cannot serve as references.
 Agreement is descriptive: it has no better direction, so leaderboards show it
-but leave it out of the mean rank.
+but leave it out of the mean rank. The similarity is ``bench.functional.comparison``.
 """
 
 from __future__ import annotations
@@ -18,8 +18,9 @@ from pydantic import Field, model_validator
 
 from bench.component import Params
 from bench.explainers.base import Explainer, ExplainerContext
+from bench.functional.comparison import KINDS, agreement
 from bench.metrics.base import Metric, MetricInput, Scores
-from bench.metrics.similarity import UNDEFINED, MapFields, SimilarityKind, prepare_maps, similarity, topk_overlap
+from bench.metrics.similarity import MapFields, SimilarityKind
 from bench.types import Direction, ImageShape, Passes
 
 
@@ -33,7 +34,7 @@ class AgreementParams(MapFields):
     def _known(self) -> AgreementParams:
         from bench.registry import EXPLAINERS, load_builtin_components
 
-        if self.similarity not in ("spearman", "pearson", "ssim", "hog", "topk"):
+        if self.similarity not in KINDS:
             raise ValueError("similarity must be spearman, pearson, ssim, hog or topk")
         load_builtin_components()
         cls = EXPLAINERS.get(self.reference, field="reference")
@@ -59,27 +60,28 @@ class Agreement(Metric):
         from bench.registry import EXPLAINERS
 
         cls = EXPLAINERS.get(self.params.reference)
-        self.reference: Explainer = cls(cls.Params.model_validate(self.params.reference_params))
+        # not ``self.reference``: that is the card's "reference implementation" (a string)
+        self.other: Explainer = cls(cls.Params.model_validate(self.params.reference_params))
 
     def passes(self, image_shape: ImageShape, explainer: Explainer | None = None) -> Passes:
         """The reference explainer's passes: it explains every image once more."""
-        return self.reference.passes(image_shape)
+        return self.other.passes(image_shape)
 
     def score(self, inp: MetricInput) -> Scores:
         p = self.params
         model, batch = inp.model, inp.batch
-        reason = self.reference.supports(model)
+        reason = self.other.supports(model)
         if reason is not None:
             n = len(batch)
             return Scores(values={"": torch.full((n,), float("nan"))}, reasons=[f"reference: {reason}"] * n)
-        self.reference.prepare(ExplainerContext(model=model, device=batch.x.device, seed=0, background=_no_background))
+        self.other.prepare(ExplainerContext(model=model, device=batch.x.device, seed=0, background=_no_background))
         with torch.enable_grad():
-            other = self.reference.explain(model, batch.x, batch.target, list(inp.seeds))
-        a = prepare_maps(inp.attributions, p.abs, p.normalise)
-        b = prepare_maps(other, p.abs, p.normalise)
-        if p.similarity == "topk":
-            values = topk_overlap(a, b, p.k_percent)
-            return Scores(values={"": values})
-        values = similarity(p.similarity, a, b)
-        reasons = [UNDEFINED[p.similarity] if v != v else None for v in values.tolist()]
-        return Scores(values={"": values}, reasons=reasons)
+            other = self.other.explain(model, batch.x, batch.target, list(inp.seeds))
+        return agreement(
+            inp.attributions,
+            other,
+            similarity_kind=p.similarity,
+            k_percent=p.k_percent,
+            abs=p.abs,
+            normalise=p.normalise,
+        )

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from abc import abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -57,6 +58,38 @@ class Scores:
     curves: dict[str, torch.Tensor] = field(default_factory=dict)
     reasons: list[str | None] | None = None
     degenerate: torch.Tensor | None = None
+
+    @property
+    def value(self) -> torch.Tensor:
+        """The main output, ``values[""]``."""
+        return self.values[""]
+
+
+def concat_scores(parts: Sequence[Scores]) -> Scores:
+    """The scores of consecutive sub-batches as one: values, curves, reasons and degenerate flags concatenated
+    (curves of different widths are padded with NaN)."""
+    if len(parts) == 1:
+        return parts[0]
+    values = {k: torch.cat([p.values[k] for p in parts]) for k in parts[0].values}
+    curves = {k: _cat_padded([p.curves[k] for p in parts]) for k in parts[0].curves}
+    firsts = [next(iter(p.values.values())) for p in parts]
+    reasons = None
+    if any(p.reasons is not None for p in parts):
+        reasons = [r for p, v in zip(parts, firsts, strict=True) for r in (p.reasons or [None] * len(v))]
+    degenerate = None
+    if any(p.degenerate is not None for p in parts):
+        flags = [
+            p.degenerate if p.degenerate is not None else torch.zeros(len(v), dtype=torch.bool, device=v.device)
+            for p, v in zip(parts, firsts, strict=True)
+        ]
+        degenerate = torch.cat(flags)
+    return Scores(values=values, curves=curves, reasons=reasons, degenerate=degenerate)
+
+
+def _cat_padded(curves: Sequence[torch.Tensor]) -> torch.Tensor:
+    """(N_i, K_i) curves stacked into (sum N_i, max K_i), shorter ones padded with NaN on the right."""
+    width = max(c.shape[1] for c in curves)
+    return torch.cat([torch.nn.functional.pad(c, (0, width - c.shape[1]), value=float("nan")) for c in curves])
 
 
 class Metric(Component):
@@ -128,6 +161,16 @@ class Metric(Component):
     @abstractmethod
     def score(self, inp: MetricInput) -> Scores:
         """Per-sample scores for ``inp``; NaN marks a sample for which the score is undefined."""
+
+
+@contextmanager
+def naming_samples(ids: Sequence[str]) -> Iterator[None]:
+    """ValueErrors raised inside (a metric function refusing its inputs) name the batch's samples, which the
+    runner records with the error rows."""
+    try:
+        yield
+    except ValueError as error:
+        raise ValueError(f"{error} (samples {', '.join(ids)})") from error
 
 
 def explanation_passes(explainer: Explainer | None, image_shape: ImageShape) -> Passes:

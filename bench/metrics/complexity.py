@@ -13,51 +13,29 @@ with the reason "all-zero attribution", never a silent 0.
 
 from __future__ import annotations
 
-from abc import abstractmethod
+from collections.abc import Callable
 from typing import ClassVar
 
 import torch
 
 from bench.explainers.base import Explainer
+from bench.functional.complexity import entropy, sparseness
 from bench.metrics.base import Metric, MetricInput, Scores
-from bench.metrics.localisation import sort_rows, undefined
 from bench.types import Direction, ImageShape, Passes
 
 
-def gini(a: torch.Tensor) -> torch.Tensor:
-    """Gini index of each row of non-negative ``a`` (N, n) (Hurley & Rickard 2009):
-    sum_i (2i - n - 1) a_(i) / (n sum a) with a_(1) <= ... <= a_(n). NaN for an all-zero row."""
-    n = a.shape[1]
-    ordered = sort_rows(a).double()  # sorted in the input's precision (exact), summed in float64
-    weights = 2 * torch.arange(1, n + 1, device=a.device, dtype=torch.float64) - n - 1
-    return (ordered * weights).sum(1) / (n * ordered.sum(1))
-
-
-def shannon_entropy(a: torch.Tensor, total: torch.Tensor) -> torch.Tensor:
-    """Entropy (nats) of each row of non-negative ``a`` (N, n) normalised by its ``total`` (N,),
-    with 0 log 0 = 0. Rows with a zero total give 0 (the caller marks them undefined)."""
-    p = a / torch.where(total > 0, total, 1.0).to(a.dtype)[:, None]
-    return -torch.special.xlogy(p, p).sum(1, dtype=torch.float64)  # terms in the map's precision, summed in float64
-
-
 class _MagnitudeMetric(Metric):
-    """Base of the complexity metrics: a statistic of |attribution| per sample; an all-zero map is
-    NaN with a reason. No model pass. Subclasses implement ``measure``."""
+    """Base of the complexity metrics: a statistic of |attribution| per sample (``function``); an all-zero
+    map is NaN with a reason. No model pass."""
 
     family = "complexity"
+    function: ClassVar[Callable[[torch.Tensor], Scores]]
 
     def passes(self, image_shape: ImageShape, explainer: Explainer | None = None) -> Passes:
         return Passes(0, 0)
 
     def score(self, inp: MetricInput) -> Scores:
-        a = inp.attributions.flatten(1).abs()
-        total = a.sum(1, dtype=torch.float64)
-        values, _, reasons = undefined({"": self.measure(a, total)}, [(total == 0, "all-zero attribution")])
-        return Scores(values=values, reasons=reasons)
-
-    @abstractmethod
-    def measure(self, a: torch.Tensor, total: torch.Tensor) -> torch.Tensor:
-        """(N,) statistic of the (N, P) absolute attributions ``a`` (float32) with row sums ``total`` (float64)."""
+        return type(self).function(inp.attributions)
 
 
 class Sparseness(_MagnitudeMetric):
@@ -73,9 +51,8 @@ class Sparseness(_MagnitudeMetric):
     """
 
     outputs: ClassVar[dict[str, Direction]] = {"": Direction.HIGHER}
-
-    def measure(self, a: torch.Tensor, total: torch.Tensor) -> torch.Tensor:
-        return gini(a)
+    reference = "quantus.Sparseness"
+    function = staticmethod(sparseness)
 
 
 class Entropy(_MagnitudeMetric):
@@ -87,6 +64,5 @@ class Entropy(_MagnitudeMetric):
     """
 
     outputs: ClassVar[dict[str, Direction]] = {"": Direction.LOWER}
-
-    def measure(self, a: torch.Tensor, total: torch.Tensor) -> torch.Tensor:
-        return shannon_entropy(a, total)
+    reference = "quantus.Complexity"
+    function = staticmethod(entropy)

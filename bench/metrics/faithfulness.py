@@ -24,6 +24,9 @@ result (the same for deletion, pixel flipping, region perturbation and IROF).
 Scores that are undefined (a zero-variance correlation, a zero reference score,
 a model that returns NaN) are NaN with a per-sample reason, never 0.
 
+The computations are functions of ``bench.functional`` (``faithfulness`` and ``regions``, built on the
+perturbation engine ``bench.metrics.removal``); the classes here turn their params into arguments.
+
 Pixel counts differ from Quantus in one way: Quantus counts channel values
 (``features``) where xbench counts pixels, so Quantus' ``features_in_step`` and
 ``subset_size`` are C times xbench's ``pixels_per_step`` and ``subset_size``.
@@ -31,32 +34,30 @@ Pixel counts differ from Quantus in one way: Quantus counts channel values
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
 from typing import ClassVar, Literal
 
-import torch
 from pydantic import Field
 
 from bench.explainers.base import Explainer
-from bench.explainers.superpixels import slic_segments
-from bench.metrics.base import Metric, MetricInput, Scores, nan_reasons
-from bench.metrics.removal import (
-    NON_FINITE,
-    OutputFields,
-    OutputKind,
-    StepFields,
-    check_attribution_shape,
-    normalised_auc,
-    ranked_removal_curves,
-    ranked_removal_scores,
-    replaced_scores,
-    unit_trapezoid,
+from bench.functional.faithfulness import (
+    CORRELATION_NO_ANSWER,
+    deletion,
+    faithfulness_correlation,
+    insertion,
+    pixel_flipping,
 )
-from bench.metrics.similarity import average_ranks, constant_rows, pearson
-from bench.perturb import BaselineFields, BaselineKind, make_baseline, pixel_ranks
-from bench.seeding import generator
+from bench.functional.regions import irof, region_perturbation
+from bench.metrics.base import Metric, MetricInput, Scores, naming_samples
+from bench.metrics.removal import OutputFields, OutputKind, StepFields, check_attribution_shape
+from bench.perturb import BaselineFields, BaselineKind, make_baseline
 from bench.types import Direction, ImageShape, Passes
+
+
+def _pixels(image_shape: ImageShape) -> int:
+    return image_shape[1] * image_shape[2]
+
+
+# ----------------------------------------------------------------------------- deletion and insertion
 
 
 class PerturbationCurveParams(StepFields, BaselineFields, OutputFields):
@@ -67,9 +68,6 @@ class InsertionParams(PerturbationCurveParams):
     baseline: BaselineKind = Field("blur", description="what not-yet-inserted pixels are (RISE: a blurred image)")
 
 
-# ----------------------------------------------------------------------------- deletion and insertion
-
-
 class _CurveMetric(Metric):
     family = "faithfulness"
     Params = PerturbationCurveParams
@@ -77,30 +75,23 @@ class _CurveMetric(Metric):
 
     def passes(self, image_shape: ImageShape, explainer: Explainer | None = None) -> Passes:
         """The untouched image and one image per step."""
-        return Passes(self.params.steps_for(image_shape[1] * image_shape[2]) + 1, 0)
+        return Passes(self.params.steps_for(_pixels(image_shape)) + 1, 0)
 
     def score(self, inp: MetricInput) -> Scores:
         check_attribution_shape(inp)
-        p = self.params
-        x = inp.batch.x
-        num_pixels = x.shape[-2] * x.shape[-1]
-        counts = p.counts(num_pixels, x.device)
-        curves = ranked_removal_curves(
+        p, x = self.params, inp.batch.x
+        curve = insertion if self.insertion else deletion
+        return curve(
             inp.model,
             x,
-            make_baseline(x, p, inp.seeds),
-            pixel_ranks(inp.attributions),
+            inp.attributions,
             inp.batch.target,
-            counts,
-            insertion=self.insertion,
+            steps=p.steps,
+            pixels_per_step=p.pixels_per_step,
+            baseline=make_baseline(x, p, inp.seeds),
             output=p.output,
             forward_batch=p.forward_batch,
         )
-        if p.steps is not None:
-            auc = normalised_auc(curves)
-        else:  # the last step may be partial: integrate over the removed fraction itself
-            auc = torch.trapezoid(curves, x=counts.to(curves.dtype) / num_pixels, dim=1)
-        return Scores(values={"": auc}, curves={"": curves}, reasons=nan_reasons(auc))
 
 
 class Deletion(_CurveMetric):
@@ -132,18 +123,6 @@ class FaithfulnessCorrelationParams(BaselineFields, OutputFields):
     output: OutputKind = Field("logit", description="softmax probability or raw logit of the target (Quantus: logit)")
 
 
-def random_subsets(seeds: Sequence[int], runs: int, size: int, num_pixels: int, device: torch.device) -> torch.Tensor:
-    """(N, runs, size) distinct pixel indices per run, drawn from each sample's seed (batch invariant).
-
-    A subset is the ``size`` pixels with the largest uniform keys: a uniform draw without replacement.
-    """
-    subsets = []
-    for seed in seeds:
-        keys = torch.rand(runs, num_pixels, generator=generator(seed, "faithfulness-correlation"))
-        subsets.append(keys.topk(size, dim=1, sorted=False).indices)
-    return torch.stack(subsets).to(device)
-
-
 class FaithfulnessCorrelation(Metric):
     """Faithfulness correlation (Bhatt et al. 2020): attribution of random subsets vs the output drop they cause.
 
@@ -158,62 +137,33 @@ class FaithfulnessCorrelation(Metric):
     """
 
     family = "faithfulness"
-    degenerate: ClassVar[dict[str, float]] = {"": 0.0}  # a constant map: no association with the output
+    degenerate: ClassVar[dict[str, float]] = {"": CORRELATION_NO_ANSWER}  # a constant map: no association
+    reference = "quantus.FaithfulnessCorrelation"
 
     Params = FaithfulnessCorrelationParams
     outputs: ClassVar[dict[str, Direction]] = {"": Direction.HIGHER}
 
     def passes(self, image_shape: ImageShape, explainer: Explainer | None = None) -> Passes:
+        """The untouched image and one image per subset."""
         return Passes(self.params.nr_runs + 1, 0)
 
     def score(self, inp: MetricInput) -> Scores:
         check_attribution_shape(inp)
-        p = self.params
-        x, target = inp.batch.x, inp.batch.target
-        n, num_pixels = x.shape[0], x.shape[-2] * x.shape[-1]
-        if p.subset_size >= num_pixels:
-            raise ValueError(
-                f"subset_size {p.subset_size} must be smaller than the {num_pixels} pixels of the images "
-                f"(samples {', '.join(inp.batch.ids)})"
+        p, x = self.params, inp.batch.x
+        with naming_samples(inp.batch.ids):
+            return faithfulness_correlation(
+                inp.model,
+                x,
+                inp.attributions,
+                inp.batch.target,
+                inp.seeds,
+                nr_runs=p.nr_runs,
+                subset_size=p.subset_size,
+                similarity=p.similarity,
+                baseline=make_baseline(x, p, inp.seeds),
+                output=p.output,
+                forward_batch=p.forward_batch,
             )
-        subsets = random_subsets(inp.seeds, p.nr_runs, p.subset_size, num_pixels, x.device)  # (N, R, S)
-        # row 0 of every image is the untouched image: its "subset" is a dummy pixel past the end
-        untouched = torch.full((n, 1, p.subset_size), num_pixels, device=x.device)
-        row_subsets = torch.cat([untouched, subsets], 1).view(n * (p.nr_runs + 1), p.subset_size)
-
-        def changed(rows: slice, img: torch.Tensor) -> torch.Tensor:
-            mask = torch.zeros(len(img), num_pixels + 1, dtype=torch.bool, device=x.device)
-            return mask.scatter_(1, row_subsets[rows], True)[:, :num_pixels]
-
-        image_index = torch.arange(n, device=x.device).repeat_interleave(p.nr_runs + 1)
-        scores = replaced_scores(
-            inp.model,
-            x,
-            make_baseline(x, p, inp.seeds),
-            target,
-            image_index,
-            changed,
-            output=p.output,
-            forward_batch=p.forward_batch,
-        ).view(n, p.nr_runs + 1)
-        drops = scores[:, :1] - scores[:, 1:]
-        sums = inp.attributions.flatten(1).gather(1, subsets.view(n, -1)).view(n, p.nr_runs, -1).sum(-1)
-        finite = torch.isfinite(drops).all(1)  # before ranking: ranks of NaN drops would be finite
-        if p.similarity == "spearman":
-            sums, drops = average_ranks(sums), average_ranks(drops)
-        corr = torch.where(finite, pearson(sums, drops), torch.nan)
-        flat_sums, flat_drops = constant_rows(sums), constant_rows(drops)
-        no_answer = flat_sums & finite & ~flat_drops
-        values = self.no_answer({"": corr}, no_answer)
-        reasons = nan_reasons(
-            corr,
-            [
-                (~finite, NON_FINITE),
-                (flat_drops, "the model output does not change when the subsets are removed"),
-                (flat_sums, "the attribution sums are equal on every subset (constant attribution): no answer"),
-            ],
-        )
-        return Scores(values=values, reasons=reasons, degenerate=no_answer)
 
 
 # ----------------------------------------------------------------------------- pixel flipping
@@ -234,36 +184,30 @@ class PixelFlipping(Metric):
     """
 
     family = "faithfulness"
+    reference = "quantus.PixelFlipping"
 
     Params = PixelFlippingParams
     outputs: ClassVar[dict[str, Direction]] = {"": Direction.LOWER}
 
     def passes(self, image_shape: ImageShape, explainer: Explainer | None = None) -> Passes:
         """One image per step (the curve leaves out the untouched image)."""
-        return Passes(self.params.steps_for(image_shape[1] * image_shape[2]), 0)
+        return Passes(self.params.steps_for(_pixels(image_shape)), 0)
 
     def score(self, inp: MetricInput) -> Scores:
         check_attribution_shape(inp)
-        p = self.params
-        x = inp.batch.x
-        counts = p.counts(x.shape[-2] * x.shape[-1], x.device)[1:]
-        if len(counts) < 2:
-            raise ValueError(
-                f"pixel flipping needs at least two steps; pixels_per_step {p.pixels_per_step} covers the "
-                f"{x.shape[-2]}x{x.shape[-1]} images of samples {', '.join(inp.batch.ids)} at once"
+        p, x = self.params, inp.batch.x
+        with naming_samples(inp.batch.ids):
+            return pixel_flipping(
+                inp.model,
+                x,
+                inp.attributions,
+                inp.batch.target,
+                steps=p.steps,
+                pixels_per_step=p.pixels_per_step,
+                baseline=make_baseline(x, p, inp.seeds),
+                output=p.output,
+                forward_batch=p.forward_batch,
             )
-        curves = ranked_removal_curves(
-            inp.model,
-            x,
-            make_baseline(x, p, inp.seeds),
-            pixel_ranks(inp.attributions),
-            inp.batch.target,
-            counts,
-            output=p.output,
-            forward_batch=p.forward_batch,
-        )
-        auc = unit_trapezoid(curves)
-        return Scores(values={"": auc}, curves={"": curves}, reasons=nan_reasons(auc))
 
 
 # ----------------------------------------------------------------------------- region perturbation
@@ -275,19 +219,6 @@ class RegionPerturbationParams(BaselineFields, OutputFields):
     order: Literal["morf", "lerf", "random"] = Field(
         "morf", description="most relevant first, least relevant first, or a random order (seeded per sample)"
     )
-
-
-def patch_grid(h: int, w: int, size: int, device: torch.device) -> tuple[torch.Tensor, int]:
-    """Region id of every pixel, (H*W,) int64, and the number of regions.
-
-    The grid is laid out as Quantus pads the image to a multiple of ``size``:
-    half of the padding before, half after, so border regions may be partial.
-    """
-    top, left = ((-h) % size) // 2, ((-w) % size) // 2
-    rows = (torch.arange(h, device=device) + top) // size
-    cols = (torch.arange(w, device=device) + left) // size
-    per_row = (w + (-w) % size) // size
-    return (rows[:, None] * per_row + cols[None, :]).flatten(), per_row * ((h + (-h) % size) // size)
 
 
 class RegionPerturbation(Metric):
@@ -305,6 +236,7 @@ class RegionPerturbation(Metric):
 
     family = "faithfulness"
     unranked: ClassVar[frozenset[str]] = frozenset({"aopc"})  # alternative summaries of the main value
+    reference = "quantus.RegionPerturbation"
 
     Params = RegionPerturbationParams
     outputs: ClassVar[dict[str, Direction]] = {"": Direction.HIGHER, "aopc": Direction.HIGHER}
@@ -316,42 +248,26 @@ class RegionPerturbation(Metric):
     def passes(self, image_shape: ImageShape, explainer: Explainer | None = None) -> Passes:
         """The untouched image and one image per region removed (at most the regions of the padded grid)."""
         p, (_, h, w) = self.params, image_shape
-        regions = math.ceil(h / p.patch_size) * math.ceil(w / p.patch_size)
+        regions = -(-h // p.patch_size) * -(-w // p.patch_size)
         return Passes(min(p.regions_evaluation, regions) + 1, 0)
 
     def score(self, inp: MetricInput) -> Scores:
         check_attribution_shape(inp)
-        p = self.params
-        x, attr = inp.batch.x, inp.attributions
-        n, h, w = x.shape[0], x.shape[-2], x.shape[-1]
-        region, n_regions = patch_grid(h, w, p.patch_size, x.device)
-        region = region.expand(n, -1)
-        sums = torch.zeros(n, n_regions, device=x.device, dtype=torch.float64)
-        sums.scatter_add_(1, region, attr.flatten(1).double())
-        if p.order == "random":
-            keys = torch.stack([torch.rand(n_regions, generator=generator(s, "region-order")) for s in inp.seeds])
-            sums = keys.to(x.device, torch.float64)
-        ranks = pixel_ranks(-sums if p.order == "lerf" else sums).gather(1, region)  # region ranks, ties by id
-        if n_regions < 2:
-            raise ValueError(
-                f"region perturbation needs at least two regions; patch_size {p.patch_size} covers the "
-                f"{h}x{w} images of samples {', '.join(inp.batch.ids)} at once"
+        p, x = self.params, inp.batch.x
+        with naming_samples(inp.batch.ids):
+            return region_perturbation(
+                inp.model,
+                x,
+                inp.attributions,
+                inp.batch.target,
+                inp.seeds,
+                patch_size=p.patch_size,
+                regions_evaluation=p.regions_evaluation,
+                order=p.order,
+                baseline=make_baseline(x, p, inp.seeds),
+                output=p.output,
+                forward_batch=p.forward_batch,
             )
-        counts = torch.arange(min(p.regions_evaluation, n_regions) + 1, device=x.device)  # 0: the untouched image
-        scores = ranked_removal_curves(
-            inp.model,
-            x,
-            make_baseline(x, p, inp.seeds),
-            ranks,
-            inp.batch.target,
-            counts,
-            output=p.output,
-            forward_batch=p.forward_batch,
-        )
-        drops = scores[:, :1] - scores[:, 1:]
-        auc = unit_trapezoid(drops)
-        aopc = drops.sum(1) / (drops.shape[1] + 1)
-        return Scores(values={"": auc, "aopc": aopc}, curves={"": drops}, reasons=nan_reasons(auc))
 
 
 # ----------------------------------------------------------------------------- IROF
@@ -363,17 +279,6 @@ class IROFParams(BaselineFields, OutputFields):
     )
     n_segments: int = Field(100, ge=2, le=100_000, description="SLIC: approximate number of superpixels (Quantus)")
     compactness: float = Field(10.0, gt=0, le=1000, description="SLIC: colour vs space trade-off (Quantus: 10)")
-
-
-def segment_means(values: torch.Tensor, segments: torch.Tensor, k_max: int) -> torch.Tensor:
-    """Mean of ``values`` (N, P) over each segment id of ``segments`` (N, P): (N, k_max) float64, with
-    -inf for ids an image does not have (so that they rank last)."""
-    shape = (values.shape[0], k_max)
-    totals = torch.zeros(shape, device=values.device, dtype=torch.float64).scatter_add_(1, segments, values.double())
-    pixels = torch.zeros(shape, device=values.device, dtype=torch.float64).scatter_add_(
-        1, segments, torch.ones_like(segments, dtype=torch.float64)
-    )
-    return torch.where(pixels > 0, totals / pixels.clamp(min=1), -torch.inf)
 
 
 class IROF(Metric):
@@ -399,6 +304,7 @@ class IROF(Metric):
     """
 
     family = "faithfulness"
+    reference = "quantus.IROF"
 
     Params = IROFParams
     outputs: ClassVar[dict[str, Direction]] = {"": Direction.HIGHER}
@@ -406,47 +312,19 @@ class IROF(Metric):
     def passes(self, image_shape: ImageShape, explainer: Explainer | None = None) -> Passes:
         """The untouched image and one image per superpixel: SLIC finds about ``n_segments`` (the count
         depends on the image; at most one per pixel)."""
-        return Passes(min(self.params.n_segments, image_shape[1] * image_shape[2]) + 1, 0)
+        return Passes(min(self.params.n_segments, _pixels(image_shape)) + 1, 0)
 
     def score(self, inp: MetricInput) -> Scores:
         check_attribution_shape(inp)
-        p = self.params
-        x, attr, target = inp.batch.x, inp.attributions, inp.batch.target
-        n, dev = x.shape[0], x.device
-        segments = torch.stack([slic_segments(img, p.n_segments, p.compactness) for img in x]).to(dev).flatten(1)
-        sizes = segments.amax(1) + 1  # (N,) superpixels per image
-        k_max = int(sizes.max())
-        ranks = pixel_ranks(segment_means(attr.flatten(1), segments, k_max)).gather(1, segments)
-        steps = sizes + 1  # rows: (image, superpixels removed), 0 = the untouched image
-        image_index = torch.arange(n, device=dev).repeat_interleave(steps)
-        removed = torch.arange(len(image_index), device=dev) - (steps.cumsum(0) - steps)[image_index]
-        scores = ranked_removal_scores(
+        p, x = self.params, inp.batch.x
+        return irof(
             inp.model,
             x,
-            make_baseline(x, p, inp.seeds),
-            ranks,
-            target,
-            image_index,
-            removed,
+            inp.attributions,
+            inp.batch.target,
+            n_segments=p.n_segments,
+            compactness=p.compactness,
+            baseline=make_baseline(x, p, inp.seeds),
             output=p.output,
             forward_batch=p.forward_batch,
         )
-        reference, perturbed = scores[removed == 0], scores[removed > 0]
-        valid = torch.arange(k_max, device=dev)[None, :] < sizes[:, None]
-        curves = torch.full((n, k_max), torch.nan, device=dev)
-        curves[valid] = perturbed / reference[image_index[removed > 0]]
-        filled = torch.where(valid, curves, 0.0).double()
-        last = curves.gather(1, (sizes - 1)[:, None]).squeeze(1).double()
-        area = filled.sum(1) - (filled[:, 0] + last) / 2  # trapz(p_1..p_K, dx=1)
-        aoc = (sizes.double() - area).float()
-        few = sizes < 2
-        aoc = torch.where(few | (reference == 0), torch.nan, aoc)
-        reasons = nan_reasons(
-            aoc,
-            [
-                (~torch.isfinite(reference), NON_FINITE),
-                (few, "SLIC found fewer than two superpixels"),
-                (reference == 0, "the target score of the unperturbed image is 0: IROF's ratio is undefined"),
-            ],
-        )
-        return Scores(values={"": aoc}, curves={"": curves}, reasons=reasons)

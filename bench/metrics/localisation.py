@@ -27,26 +27,35 @@ Implemented:
   (Wang et al. 2020, Score-CAM; = relevance mass accuracy of Arras et al. 2022).
 - ``relevance_rank_accuracy``: share of the top-|mask| pixels inside the mask (Arras et al. 2022).
 - ``pixel_auroc``: ROC-AUC of the attribution as a per-pixel detector of the object.
+
+The computations are the functions of ``bench.functional.localisation`` (built on ``bench.metrics.masks``);
+the classes here pair attributions with masks at the chosen resolution and pass their params on.
 """
 
 from __future__ import annotations
 
 from abc import abstractmethod
-from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from pydantic import Field, field_validator, model_validator
 
 from bench.component import Params
 from bench.explainers.base import Explainer
-from bench.metrics.base import Metric, MetricInput, Scores
-from bench.types import VOID, Direction, ImageShape, Passes
-
-ThresholdRule = Literal["fraction_of_max", "mean", "otsu", "topk", "mask_size"]
+from bench.functional.localisation import (
+    DEFAULT_SWEEP,
+    NO_ANSWER,
+    energy_pointing_game,
+    iou,
+    iou_sweep,
+    pixel_auroc,
+    pointing_game,
+    relevance_rank_accuracy,
+)
+from bench.metrics.base import Metric, MetricInput, Scores, concat_scores
+from bench.metrics.masks import ThresholdRule, check_rule_value
+from bench.types import Direction, ImageShape, Passes
 
 
 class ThresholdFields(Params):
@@ -59,110 +68,8 @@ class ThresholdFields(Params):
 
     @model_validator(mode="after")
     def _value_range(self) -> ThresholdFields:
-        _check_rule_value(self.threshold, self.value)
+        check_rule_value(self.threshold, self.value)
         return self
-
-
-def _check_rule_value(rule: str, value: float) -> None:
-    """Raise ValueError when ``value`` is out of range for the threshold ``rule``."""
-    if rule == "fraction_of_max" and not 0 <= value <= 1:
-        raise ValueError("value must be in [0, 1] for threshold fraction_of_max")
-    if rule == "topk" and not 0 < value <= 100:
-        raise ValueError("value must be a percentage in (0, 100] for threshold topk")
-
-
-def split_mask(mask: torch.Tensor, ignore_void: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """(object pixels, counted pixels) as bool tensors of the mask's shape."""
-    obj = mask == 1
-    valid = mask != VOID if ignore_void else torch.ones_like(obj)
-    return obj & valid, valid
-
-
-def _valid_values(attr: torch.Tensor, valid: torch.Tensor, fill: float) -> torch.Tensor:
-    """(N, P) attributions with the pixels that do not count replaced by ``fill`` (+-inf)."""
-    return attr.flatten(1).masked_fill(~valid.flatten(1), fill)
-
-
-def sort_rows(t: torch.Tensor) -> torch.Tensor:
-    """Every row of a 2-D tensor sorted ascending (values only), on the tensor's device.
-
-    On the CPU this is numpy's vectorised sort: torch's CPU sort always sorts indices along and
-    is about 20x slower on attribution-sized rows (3.0 s against 0.14 s for 256 x 224^2 floats
-    on one core), which would dominate every sort-based metric. On accelerators: torch.sort.
-    """
-    if t.device.type == "cpu":
-        return torch.from_numpy(np.sort(t.detach().numpy(), axis=1))
-    return t.sort(dim=1).values
-
-
-def _kth_largest(attr: torch.Tensor, valid: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-    """Per-sample k-th largest attribution over valid pixels, for k of shape (N,) or (N, T), k >= 1."""
-    ascending = sort_rows(_valid_values(attr, valid, float("-inf")))
-    index = (ascending.shape[1] - k.clamp(min=1)).reshape(k.shape[0], -1)
-    return ascending.gather(1, index).reshape(k.shape)
-
-
-def _fraction_of_max(peak: torch.Tensor, fraction: torch.Tensor | float) -> torch.Tensor:
-    """The fraction_of_max threshold ``fraction * peak``; the peak itself when the peak is not positive
-    (so that a map without positive values still selects its maximum)."""
-    return torch.where(peak > 0, fraction * peak, peak)
-
-
-def _topk_count(n_valid: torch.Tensor, percent: torch.Tensor | float) -> torch.Tensor:
-    """Pixels that the topk rule asks for: ceil(percent% of the valid pixels)."""
-    return torch.ceil(n_valid.double() * percent / 100.0).long()
-
-
-def _otsu(attr: torch.Tensor, valid: torch.Tensor, bins: int = 256) -> torch.Tensor:
-    """Per-sample Otsu threshold over valid pixels (between-class variance maximised): (N,)."""
-    flat, keep = attr.flatten(1), valid.flatten(1)
-    lo = _valid_values(attr, valid, float("inf")).amin(1, keepdim=True)
-    hi = _valid_values(attr, valid, float("-inf")).amax(1, keepdim=True)
-    span = (hi - lo).clamp(min=torch.finfo(flat.dtype).tiny)
-    idx = ((flat - lo) / span * (bins - 1)).round().long().clamp(0, bins - 1)
-    hist = torch.zeros(flat.shape[0], bins, device=flat.device).scatter_add_(1, idx, keep.float())
-    prob = hist / hist.sum(1, keepdim=True).clamp(min=1)
-    centres = torch.arange(bins, device=flat.device, dtype=torch.float32)
-    omega = prob.cumsum(1)
-    mu = (prob * centres).cumsum(1)
-    between = (mu[:, -1:] * omega - mu) ** 2 / (omega * (1 - omega)).clamp(min=1e-12)
-    best = between.argmax(1).float()  # last bin index of the "below" class
-    return lo.squeeze(1) + (best + 0.5) / (bins - 1) * span.squeeze(1)
-
-
-def constant_maps(attr: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-    """(N,) bool: the attribution takes a single value over the counted pixels (it points nowhere)."""
-    return _valid_values(attr, valid, float("inf")).amin(1) == _valid_values(attr, valid, float("-inf")).amax(1)
-
-
-def binarise(attr: torch.Tensor, obj: torch.Tensor, valid: torch.Tensor, rule: str, value: float) -> torch.Tensor:
-    """Pixels selected by the threshold rule: bool (N, 1, H, W), only valid pixels.
-
-    Ties with the threshold are selected (all pixels tied at the cut go together,
-    never an arbitrary subset). A constant map selects nothing: it has no answer to
-    give, and selecting every pixel would score the mask's area as if it were one.
-    """
-    flat = attr.flatten(1)
-    keep = valid.flatten(1)
-    peak = _valid_values(attr, valid, float("-inf")).amax(1)
-    if rule == "fraction_of_max":
-        thr = _fraction_of_max(peak, value)
-    elif rule == "mean":
-        thr = (flat * keep).sum(1) / keep.sum(1).clamp(min=1)
-    elif rule == "otsu":
-        thr = _otsu(attr, valid)
-    else:  # topk: a percentage of the valid pixels; mask_size: as many pixels as the mask has
-        k = _topk_count(keep.sum(1), value) if rule == "topk" else obj.flatten(1).sum(1)
-        thr = _kth_largest(attr, valid, k.clamp(min=1))
-    thr = torch.minimum(thr, peak)  # never select nothing: at least the peak pixels
-    selected = (flat >= thr[:, None]) & keep & ~constant_maps(attr, valid)[:, None]
-    return selected.view_as(attr)
-
-
-def iou_from_counts(inter: torch.Tensor, selected: torch.Tensor, objects: torch.Tensor) -> torch.Tensor:
-    """IoU from pixel counts: |S & O| / |S | O| with |S | O| = |S| + |O| - |S & O| (0 when both are empty)."""
-    union = selected + objects - inter
-    return inter.float() / union.clamp(min=1).float()
 
 
 class MaskFields(Params):
@@ -199,47 +106,10 @@ def mask_pairs(inp: MetricInput, resolution: str) -> list[tuple[torch.Tensor, to
     return pairs
 
 
-def undefined(
-    values: dict[str, torch.Tensor],
-    rules: Sequence[tuple[torch.Tensor, str]],
-    curves: dict[str, torch.Tensor] | None = None,
-) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], list[str | None]]:
-    """NaN in every output and curve of the samples where a rule's (N,) condition holds, with the
-    first such rule's text as the per-sample reason (rules in order of precedence)."""
-    n = next(iter(values.values())).shape[0]
-    nan = torch.zeros(n, dtype=torch.bool, device=next(iter(values.values())).device)
-    reasons: list[str | None] = [None] * n
-    for condition, reason in rules:
-        for i in (condition & ~nan).nonzero().flatten().tolist():
-            reasons[i] = reason
-        nan = nan | condition
-    out = {k: torch.where(nan, torch.nan, v) for k, v in values.items()}
-    out_curves = {k: torch.where(nan[:, None], torch.nan, c) for k, c in (curves or {}).items()}
-    return out, out_curves, reasons
-
-
-@dataclass
-class MapScores:
-    """Per-sample scores of one (attribution, mask) pair before the common edge cases are applied.
-
-    undefined: (condition (N,) bool, reason) pairs: NaN with that reason where the condition holds.
-    no_answer: (condition, reason) pairs beyond the common constant-map rule that make a sample
-        degenerate (the energy pointing game's "no positive attribution").
-    """
-
-    values: dict[str, torch.Tensor]
-    undefined: list[tuple[torch.Tensor, str]] = field(default_factory=list)
-    curves: dict[str, torch.Tensor] = field(default_factory=dict)
-    no_answer: list[tuple[torch.Tensor, str]] = field(default_factory=list)
-
-
-CONSTANT_MAP = "constant attribution: the map points nowhere (scored as no answer)"
-
-
 class MaskMetric(Metric):
-    """Base of the localisation metrics: pairs attributions with masks (``resolution``), splits the
-    masks into object and counted pixels (``ignore_void``), and turns an empty mask and the
-    subclass's undefined cases into NaN with a reason. Subclasses implement ``score_maps``."""
+    """Base of the localisation metrics: pairs attributions with masks (``resolution``) and scores each pair
+    with its function of ``bench.functional.localisation`` (``measure``), whose rules make an empty mask NaN
+    and a constant map "no answer" (the class's ``degenerate`` value, the function's ``NO_ANSWER``)."""
 
     family = "localisation"
 
@@ -250,39 +120,11 @@ class MaskMetric(Metric):
         return Passes(0, 0)  # bookkeeping on the attribution and the mask: no model pass
 
     def score(self, inp: MetricInput) -> Scores:
-        values: dict[str, list[torch.Tensor]] = {}
-        curves: dict[str, list[torch.Tensor]] = {}
-        reasons: list[str | None] = []
-        degenerate: list[torch.Tensor] = []
-        for attr, mask in mask_pairs(inp, self.params.resolution):
-            obj, valid = split_mask(mask, self.params.ignore_void)
-            part = self.score_maps(attr, obj, valid)
-            rules = [(~obj.flatten(1).any(1), "empty mask"), *part.undefined]
-            part_values, part_curves, part_reasons = undefined(part.values, rules, part.curves)
-            undefined_any = torch.stack([condition for condition, _ in rules]).any(0)
-            flagged = torch.zeros_like(undefined_any)
-            for condition, reason in [(constant_maps(attr, valid), CONSTANT_MAP), *part.no_answer]:
-                for i in (condition & ~flagged & ~undefined_any).nonzero().flatten().tolist():
-                    part_reasons[i] = reason
-                flagged = flagged | (condition & ~undefined_any)
-            part_values = self.no_answer(part_values, flagged)
-            part_curves = {k: torch.where(flagged[:, None], torch.nan, c) for k, c in part_curves.items()}
-            for k, v in part_values.items():
-                values.setdefault(k, []).append(v)
-            for k, c in part_curves.items():
-                curves.setdefault(k, []).append(c)
-            reasons += part_reasons
-            degenerate.append(flagged)
-        return Scores(
-            values={k: torch.cat(v) for k, v in values.items()},
-            curves={k: torch.cat(c) for k, c in curves.items()},
-            reasons=reasons,
-            degenerate=torch.cat(degenerate),
-        )
+        return concat_scores([self.measure(attr, mask) for attr, mask in mask_pairs(inp, self.params.resolution)])
 
     @abstractmethod
-    def score_maps(self, attr: torch.Tensor, obj: torch.Tensor, valid: torch.Tensor) -> MapScores:
-        """Scores of (N, 1, H, W) attributions against object and counted (valid) pixel masks."""
+    def measure(self, attributions: torch.Tensor, mask: torch.Tensor) -> Scores:
+        """Scores of (N, 1, H, W) attributions against masks of the same shape."""
 
 
 class IoUParams(ThresholdFields, MaskFields):
@@ -294,17 +136,11 @@ class IoU(MaskMetric):
 
     Params = IoUParams
     outputs: ClassVar[dict[str, Direction]] = {"": Direction.HIGHER}
-    degenerate: ClassVar[dict[str, float]] = {"": 0.0}
+    degenerate: ClassVar[dict[str, float]] = {"": NO_ANSWER["iou"]}
 
-    def score_maps(self, attr: torch.Tensor, obj: torch.Tensor, valid: torch.Tensor) -> MapScores:
+    def measure(self, attributions: torch.Tensor, mask: torch.Tensor) -> Scores:
         p = self.params
-        selected = binarise(attr, obj, valid, p.threshold, p.value).flatten(1)
-        objects = obj.flatten(1)
-        iou = iou_from_counts((selected & objects).sum(1), selected.sum(1), objects.sum(1))
-        return MapScores(values={"": iou})
-
-
-DEFAULT_SWEEP = tuple(round(0.05 * k, 2) for k in range(1, 20))  # 0.05, 0.10, ..., 0.95
+        return iou(attributions, mask, threshold=p.threshold, value=p.value, ignore_void=p.ignore_void)
 
 
 class IoUSweepParams(MaskFields):
@@ -328,13 +164,8 @@ class IoUSweepParams(MaskFields):
     @model_validator(mode="after")
     def _in_range(self) -> IoUSweepParams:
         for t in self.thresholds:
-            _check_rule_value(self.rule, t)
+            check_rule_value(self.rule, t)
         return self
-
-
-def _count_at_least(ascending: torch.Tensor, thresholds: torch.Tensor) -> torch.Tensor:
-    """How many entries of each row of ``ascending`` (N, P) are >= each of its thresholds (N, T)."""
-    return ascending.shape[1] - torch.searchsorted(ascending, thresholds.contiguous(), side="left")
 
 
 class IoUSweep(MaskMetric):
@@ -356,58 +187,11 @@ class IoUSweep(MaskMetric):
 
     Params = IoUSweepParams
     outputs: ClassVar[dict[str, Direction]] = {"": Direction.HIGHER}
-    degenerate: ClassVar[dict[str, float]] = {"": 0.0}
+    degenerate: ClassVar[dict[str, float]] = {"": NO_ANSWER["iou_sweep"]}
 
-    def score_maps(self, attr: torch.Tensor, obj: torch.Tensor, valid: torch.Tensor) -> MapScores:
+    def measure(self, attributions: torch.Tensor, mask: torch.Tensor) -> Scores:
         p = self.params
-        ts = torch.tensor(p.thresholds, dtype=torch.float64, device=attr.device)  # exact, as iou's Python floats
-        all_valid = sort_rows(_valid_values(attr, valid, float("-inf")))  # ascending, non-counted first
-        objects = sort_rows(_valid_values(attr, obj, float("-inf")))
-        peak = all_valid[:, -1:]
-        if p.rule == "fraction_of_max":
-            thr = _fraction_of_max(peak, ts[None].to(attr.dtype))
-        else:
-            k = _topk_count(valid.flatten(1).sum(1, keepdim=True), ts[None]).clamp(min=1)
-            thr = all_valid.gather(1, all_valid.shape[1] - k)  # the k-th largest
-        thr = torch.minimum(thr, peak)  # never select nothing: at least the peak pixels
-        selected, inter = _count_at_least(all_valid, thr), _count_at_least(objects, thr)
-        iou = iou_from_counts(inter, selected, obj.flatten(1).sum(1, keepdim=True))
-        strict_first = torch.arange(len(ts), device=ts.device)
-        if p.rule == "fraction_of_max":
-            strict_first = strict_first.flip(0)  # the highest fraction selects the fewest pixels
-        best = iou[:, strict_first].argmax(1)  # argmax returns the first maximum: the strictest cut
-        threshold = ts[strict_first][best][:, None]
-        return MapScores(values={"": iou.amax(1)}, curves={"": iou, "threshold": threshold})
-
-
-def near_object(points: torch.Tensor, obj: torch.Tensor, tolerance: int, chunk: int = 1 << 20) -> torch.Tensor:
-    """(N,) bool: does some point of ``points`` (N, 1, H, W) lie at squared distance < tolerance^2
-    from an object pixel of ``obj`` (N, 1, H, W)?
-
-    Exact and cheap for any tolerance: the horizontal distance from every pixel to the nearest
-    object pixel in its row comes from two cumulative max/min passes (O(H W)); the squared distance
-    from a point to the object is then the minimum over the rows within reach of dy^2 + dx^2 at
-    the point's column, gathered for the points only, ``chunk`` gathered values at a time. (A
-    disk convolution costs (2 tolerance)^2 per pixel: 7 s for 256 images of 224^2 at tolerance 15 on one core.)
-    """
-    n, _, h, w = obj.shape
-    reach, far = tolerance - 1, h + w + tolerance  # rows within reach; "far" exceeds any tolerance
-    o = obj[:, 0]
-    cols = torch.arange(w, device=obj.device)
-    left = torch.where(o, cols, -far).cummax(-1).values  # nearest object column at or left of x
-    right = torch.where(o, cols, w + far).flip(-1).cummin(-1).values.flip(-1)  # ... at or right of x
-    dx = torch.minimum(cols - left, right - cols)  # (N, H, W)
-    where = points[:, 0].nonzero()  # (M, 3): sample, row, column
-    dy = torch.arange(-reach, reach + 1, device=obj.device)
-    hits = torch.zeros(n, dtype=torch.long, device=obj.device)
-    for part in where.split(max(1, chunk // len(dy))):
-        sample, row, col = part.unbind(1)
-        rows = row[:, None] + dy[None]  # (m, 2 reach + 1)
-        inside = (rows >= 0) & (rows < h)
-        dist = dy[None] ** 2 + dx[sample[:, None], rows.clamp(0, h - 1), col[:, None]] ** 2
-        hit = ((dist < tolerance**2) & inside).any(1)
-        hits.index_add_(0, sample, hit.long())
-    return hits > 0
+        return iou_sweep(attributions, mask, rule=p.rule, thresholds=p.thresholds, ignore_void=p.ignore_void)
 
 
 class PointingGameParams(MaskFields):
@@ -437,17 +221,12 @@ class PointingGame(MaskMetric):
 
     Params = PointingGameParams
     outputs: ClassVar[dict[str, Direction]] = {"": Direction.HIGHER}
-    degenerate: ClassVar[dict[str, float]] = {"": 0.0}  # a miss, as in TorchRay's protocol
+    degenerate: ClassVar[dict[str, float]] = {"": NO_ANSWER["pointing_game"]}  # a miss, as in TorchRay's protocol
+    reference = "quantus.PointingGame"
 
-    def score_maps(self, attr: torch.Tensor, obj: torch.Tensor, valid: torch.Tensor) -> MapScores:
-        values = _valid_values(attr, valid, float("-inf"))
-        keep = valid.flatten(1)
-        maxima = (values == values.amax(1, keepdim=True)) & keep
-        if self.params.tolerance <= 1:
-            hit = (maxima & obj.flatten(1)).any(1)
-        else:
-            hit = near_object(maxima.view_as(attr), obj, self.params.tolerance)
-        return MapScores(values={"": hit.float()})
+    def measure(self, attributions: torch.Tensor, mask: torch.Tensor) -> Scores:
+        p = self.params
+        return pointing_game(attributions, mask, tolerance=p.tolerance, ignore_void=p.ignore_void)
 
 
 class EnergyPointingGame(MaskMetric):
@@ -464,14 +243,11 @@ class EnergyPointingGame(MaskMetric):
     """
 
     outputs: ClassVar[dict[str, Direction]] = {"": Direction.HIGHER}
-    degenerate: ClassVar[dict[str, float]] = {"": 0.0}
+    degenerate: ClassVar[dict[str, float]] = {"": NO_ANSWER["energy_pointing_game"]}
+    reference = "quantus.RelevanceMassAccuracy"
 
-    def score_maps(self, attr: torch.Tensor, obj: torch.Tensor, valid: torch.Tensor) -> MapScores:
-        positive = attr.flatten(1).clamp(min=0)
-        total = (positive * valid.flatten(1)).sum(1, dtype=torch.float64)
-        inside = (positive * obj.flatten(1)).sum(1, dtype=torch.float64)
-        share = inside / torch.where(total > 0, total, 1.0)
-        return MapScores(values={"": share}, no_answer=[(total <= 0, "no positive attribution (scored as no answer)")])
+    def measure(self, attributions: torch.Tensor, mask: torch.Tensor) -> Scores:
+        return energy_pointing_game(attributions, mask, ignore_void=self.params.ignore_void)
 
 
 class RelevanceRankAccuracy(MaskMetric):
@@ -486,23 +262,11 @@ class RelevanceRankAccuracy(MaskMetric):
     """
 
     outputs: ClassVar[dict[str, Direction]] = {"": Direction.HIGHER}
-    degenerate: ClassVar[dict[str, float]] = {"": 0.0}
+    degenerate: ClassVar[dict[str, float]] = {"": NO_ANSWER["relevance_rank_accuracy"]}
+    reference = "quantus.RelevanceRankAccuracy"
 
-    def score_maps(self, attr: torch.Tensor, obj: torch.Tensor, valid: torch.Tensor) -> MapScores:
-        flat, keep, objects = attr.flatten(1), valid.flatten(1), obj.flatten(1)
-        k = objects.sum(1)
-        kth = _kth_largest(attr, valid, k.clamp(min=1))[:, None]
-        above, tied = (flat > kth) & keep, (flat == kth) & keep
-        n_above, n_tied = above.sum(1).double(), tied.sum(1).double()
-        hits = (above & objects).sum(1) + (k - n_above) * (tied & objects).sum(1) / n_tied.clamp(min=1)
-        return MapScores(values={"": hits / k.clamp(min=1)})
-
-
-def _order_keys(values: torch.Tensor) -> torch.Tensor:
-    """int64 keys that sort exactly like the float32 ``values`` (-0.0 and 0.0 equal): the IEEE bits
-    as a signed integer, with the magnitude bits of negative numbers flipped."""
-    bits = (values.float() + 0.0).view(torch.int32)  # + 0.0 turns -0.0 into 0.0
-    return (bits ^ ((bits >> 31) & 0x7FFFFFFF)).long()
+    def measure(self, attributions: torch.Tensor, mask: torch.Tensor) -> Scores:
+        return relevance_rank_accuracy(attributions, mask, ignore_void=self.params.ignore_void)
 
 
 class PixelAUROC(MaskMetric):
@@ -521,18 +285,8 @@ class PixelAUROC(MaskMetric):
     """
 
     outputs: ClassVar[dict[str, Direction]] = {"": Direction.HIGHER}
-    degenerate: ClassVar[dict[str, float]] = {"": 0.5}
+    degenerate: ClassVar[dict[str, float]] = {"": NO_ANSWER["pixel_auroc"]}
+    reference = "quantus.AUC"
 
-    def score_maps(self, attr: torch.Tensor, obj: torch.Tensor, valid: torch.Tensor) -> MapScores:
-        keys = _order_keys(_valid_values(attr, valid, float("inf"))) * 2  # non-counted pixels after every value
-        positive = obj.flatten(1)
-        positions = torch.arange(keys.shape[1], device=keys.device, dtype=torch.float64)
-        positives_last = sort_rows(keys + positive)  # within ties the lowest bit 0 (negatives) sorts first
-        positives_first = sort_rows(keys + ~positive)
-        n_pos = positive.sum(1).double()
-        n_neg = valid.flatten(1).sum(1).double() - n_pos
-        before_positives = n_pos * (n_pos - 1) / 2  # over the positives: the positives sorted before each
-        below_or_tied = (positives_last & 1).double() @ positions - before_positives
-        below = positions.sum() - (positives_first & 1).double() @ positions - before_positives
-        auc = (below + below_or_tied) / (2 * n_pos * n_neg).clamp(min=1)
-        return MapScores(values={"": auc}, undefined=[(n_neg == 0, "no background pixels")])
+    def measure(self, attributions: torch.Tensor, mask: torch.Tensor) -> Scores:
+        return pixel_auroc(attributions, mask, ignore_void=self.params.ignore_void)

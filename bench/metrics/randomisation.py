@@ -25,78 +25,22 @@ Quantus' RandomLogit and MPRT apply skimage's SSIM to the flattened maps (a 1-D 
 with a 7-sample window); and Quantus' ``return_average_correlation`` also averages in
 its "original" entry (a similarity of the original model with itself), which is left
 out here.
+
+The computations are ``bench.functional.randomisation``.
 """
 
 from __future__ import annotations
 
-import copy
-import itertools
-from collections.abc import Callable
 from typing import ClassVar, Literal
 
-import torch
 from pydantic import Field
-from torch import nn
 
 from bench.explainers.base import Explainer
-from bench.metrics.base import Metric, MetricInput, Scores, explanation_passes, nan_reasons
-from bench.metrics.similarity import UNDEFINED, MapFields, SimilarityKind, against, prepare_maps
-from bench.metrics.stability import NON_FINITE, explain_repeats, reexplainer
-from bench.seeding import generator
-from bench.types import Direction, ImageShape, LoadedModel, Passes
-
-
-def explain_all(inp: MetricInput, model: LoadedModel, target: torch.Tensor, explain_batch: int) -> torch.Tensor:
-    """The cell's explainer on the batch's images for ``model`` and ``target``, ``explain_batch`` images per
-    call, each with its sample's seed: (N, 1, H, W)."""
-    explainer = reexplainer(inp)
-    x = inp.batch.x
-    chunks = explain_repeats(
-        explainer,
-        model,
-        target,
-        len(x),
-        1,
-        explain_batch,
-        lambda sample, _: (x[sample], [inp.seeds[i] for i in sample.tolist()]),
-    )
-    return torch.cat([attr for *_, attr in chunks]) if len(x) else inp.attributions.new_empty(inp.attributions.shape)
-
-
-def comparison(inp: MetricInput, p: RandomisationFields) -> Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
-    """``other -> (similarity, finite)``: the similarity (N,) float64 of the original attributions and
-    ``other``, both prepared by ``p`` (NaN where undefined or where ``other`` is not finite), and (N,) True
-    where ``other`` is finite. What depends on the original alone is computed once."""
-    reference = against(p.similarity, prepare_maps(inp.attributions, p.abs, p.normalise))
-
-    def compare(other: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        finite = torch.isfinite(other).flatten(1).all(1)
-        moved = prepare_maps(torch.where(finite[:, None, None, None], other, 0.0), p.abs, p.normalise)
-        return torch.where(finite, reference(moved), torch.nan), finite
-
-    return compare
-
-
-def similarity_reasons(values: torch.Tensor, finite: torch.Tensor, kind: SimilarityKind) -> list[str | None]:
-    """Why each NaN value is NaN: a non-finite re-explanation, else the similarity being undefined."""
-    return nan_reasons(values, [(~finite, NON_FINITE)], otherwise=UNDEFINED[kind])
-
-
-def randomisable_layers(module: nn.Module) -> list[tuple[str, nn.Module]]:
-    """(name, module) of every module with ``reset_parameters()``, output end first (Quantus' choice)."""
-    return [(name, m) for name, m in module.named_modules() if hasattr(m, "reset_parameters")][::-1]
-
-
-def reinitialise(layer: nn.Module, seed: int) -> None:
-    """Re-initialise ``layer`` in place as ``reset_parameters()`` after ``torch.manual_seed(seed)`` does on the
-    CPU (the layer is moved there and back: the same numbers on every device), without touching the caller's
-    random state."""
-    device = next(itertools.chain(layer.parameters(), layer.buffers()), torch.empty(0)).device
-    layer.cpu()
-    with torch.random.fork_rng(devices=[]):
-        torch.random.default_generator.manual_seed(seed)
-        layer.reset_parameters()
-    layer.to(device)
+from bench.functional.randomisation import model_randomisation, random_logit
+from bench.metrics.base import Metric, MetricInput, Scores, explanation_passes
+from bench.metrics.similarity import MapFields, SimilarityKind
+from bench.metrics.stability import reexplainer
+from bench.types import Direction, ImageShape, Passes
 
 
 class RandomisationFields(MapFields):
@@ -118,6 +62,7 @@ class ModelParameterRandomisation(Metric):
     """Model parameter randomisation test (Adebayo et al. 2018): similarity to explanations of randomised models."""
 
     family = "randomisation"
+    reference = "quantus.MPRT"
 
     Params = ModelRandomisationParams
     outputs: ClassVar[dict[str, Direction]] = {"": Direction.LOWER}
@@ -129,35 +74,21 @@ class ModelParameterRandomisation(Metric):
 
     def score(self, inp: MetricInput) -> Scores:
         p = self.params
-        reexplainer(inp)
-        model = copy.deepcopy(inp.model.module)
-        layers = randomisable_layers(model)[: p.max_layers]
-        if not layers:
-            raise ValueError("the model has no layer with reset_parameters() to randomise")
-        randomised = LoadedModel(module=model, spec=inp.model.spec, info=inp.model.info)
-        compare = comparison(inp, p)
-        curves, finite = [], []
-        for _, layer in layers:
-            saved = copy.deepcopy(layer.state_dict()) if p.mode == "independent" else None
-            reinitialise(layer, p.seed + 1)
-            attr = explain_all(inp, randomised, inp.batch.target, p.explain_batch)
-            sim, ok = compare(attr)
-            curves.append(sim)
-            finite.append(ok)
-            if saved is not None:
-                layer.load_state_dict(saved)
-        curve = torch.stack(curves, dim=1)
-        value = curve.nanmean(1)
-        reasons = similarity_reasons(value, torch.stack(finite, dim=1).all(1), p.similarity)
-        return Scores(values={"": value}, curves={"": curve}, reasons=reasons)
-
-
-def off_classes(seeds: list[int], target: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """A class other than the target for every sample, uniform over the other classes, drawn from the sample's
-    seed: index r of the other classes in order (Quantus' construction), i.e. r + (r >= target)."""
-    draws = [int(torch.randint(num_classes - 1, (1,), generator=generator(s, "random-logit"))) for s in seeds]
-    r = torch.tensor(draws, dtype=torch.long, device=target.device)
-    return r + (r >= target).long()
+        return model_randomisation(
+            reexplainer(inp).explain,
+            inp.model,
+            inp.batch.x,
+            inp.attributions,
+            inp.batch.target,
+            inp.seeds,
+            similarity=p.similarity,
+            mode=p.mode,
+            seed=p.seed,
+            max_layers=p.max_layers,
+            abs=p.abs,
+            normalise=p.normalise,
+            explain_batch=p.explain_batch,
+        )
 
 
 class RandomLogitParams(RandomisationFields):
@@ -169,6 +100,7 @@ class RandomLogit(Metric):
     """Random logit test (Sixt et al. 2020): similarity to the explanation of a random other class."""
 
     family = "randomisation"
+    reference = "quantus.RandomLogit"
 
     Params = RandomLogitParams
     outputs: ClassVar[dict[str, Direction]] = {"": Direction.LOWER}
@@ -179,11 +111,16 @@ class RandomLogit(Metric):
 
     def score(self, inp: MetricInput) -> Scores:
         p = self.params
-        reexplainer(inp)
-        n, classes = len(inp.batch.x), inp.model.spec.num_classes
-        if classes < 2:
-            nan = torch.full((n,), torch.nan, dtype=torch.float64)
-            return Scores(values={"": nan}, reasons=["the model has a single class: no other class to explain"] * n)
-        other = off_classes(list(inp.seeds), inp.batch.target, classes)
-        sim, finite = comparison(inp, p)(explain_all(inp, inp.model, other, p.explain_batch))
-        return Scores(values={"": sim}, reasons=similarity_reasons(sim, finite, p.similarity))
+        return random_logit(
+            reexplainer(inp).explain,
+            inp.model,
+            inp.batch.x,
+            inp.attributions,
+            inp.batch.target,
+            inp.seeds,
+            num_classes=inp.model.spec.num_classes,
+            similarity=p.similarity,
+            abs=p.abs,
+            normalise=p.normalise,
+            explain_batch=p.explain_batch,
+        )

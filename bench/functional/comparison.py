@@ -1,0 +1,48 @@
+"""Agreement between two explanations as a function: how similar are two batches of maps?
+
+The similarity of ``bench.metrics.similarity`` (``spearman``, ``pearson``, ``ssim``, ``hog``) or the
+share of shared top pixels (``topk``), after the optional absolute value and per-sample max-|a|
+normalisation; descriptive, no better direction. The ``agreement`` metric explains the images again with
+a reference explainer and calls this.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from bench.metrics.base import Scores, nan_reasons
+from bench.metrics.similarity import UNDEFINED, prepare_maps, topk_overlap
+from bench.metrics.similarity import similarity as map_similarity
+
+KINDS = ("spearman", "pearson", "ssim", "hog", "topk")
+
+
+def agreement(
+    attributions: torch.Tensor,
+    reference: torch.Tensor,
+    *,
+    similarity: str = "spearman",
+    k_percent: float = 10.0,
+    abs: bool = False,
+    normalise: bool = False,
+) -> Scores:
+    """Per-sample similarity of two (N, 1, H, W) batches of maps: ``similarity`` of ``KINDS``; ``topk``:
+    the fraction of the top ``k_percent`` % pixels of one map that are in the other's (ties by position).
+    A correlation with a constant map is NaN with the reason.
+
+    >>> import torch
+    >>> from bench import functional as F
+    >>> a = torch.tensor([[[[1.0, 2.0], [3.0, 4.0]]]])
+    >>> F.agreement(a, 10 * a).value, F.agreement(a, -a).value
+    (tensor([1.0000], dtype=torch.float64), tensor([-1.0000], dtype=torch.float64))
+    >>> F.agreement(a, a.flip(-1), similarity="topk", k_percent=50).value  # both put their top half in the bottom row
+    tensor([1.], dtype=torch.float64)
+    """
+    if similarity not in KINDS:
+        raise ValueError(f"similarity must be one of {', '.join(KINDS)}, got {similarity!r}")
+    a = prepare_maps(attributions, abs, normalise)
+    b = prepare_maps(reference, abs, normalise)
+    if similarity == "topk":
+        return Scores(values={"": topk_overlap(a, b, k_percent)})
+    values = map_similarity(similarity, a, b)
+    return Scores(values={"": values}, reasons=nan_reasons(values, otherwise=UNDEFINED[similarity]))
