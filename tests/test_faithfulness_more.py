@@ -294,11 +294,12 @@ METRICS: list[tuple[type[Metric], dict]] = [
     (Deletion, {"steps": 8}),
     (Insertion, {"pixels_per_step": 40}),
     (FaithfulnessCorrelation, {"nr_runs": 8, "subset_size": 30}),
+    (FaithfulnessCorrelation, {"nr_runs": 8, "subset_size": 30, "similarity": "spearman"}),
     (PixelFlipping, {"pixels_per_step": 96}),
     (RegionPerturbation, {"patch_size": 6, "regions_evaluation": 6}),
     (IROF, {"n_segments": 20}),
 ]
-IDS = [cls.__name__ for cls, _ in METRICS]
+IDS = [cls.__name__ + ("-" + params["similarity"] if "similarity" in params else "") for cls, params in METRICS]
 
 
 class NaNForBrightImages(nn.Module):

@@ -15,6 +15,7 @@ from bench.metrics.similarity import UNDEFINED, prepare_maps, topk_overlap
 from bench.metrics.similarity import similarity as map_similarity
 
 KINDS = ("spearman", "pearson", "ssim", "hog", "topk")
+NON_FINITE = "a map is not finite (the reference explainer returned NaN or inf)"
 
 
 def agreement(
@@ -28,7 +29,7 @@ def agreement(
 ) -> Scores:
     """Per-sample similarity of two (N, 1, H, W) batches of maps: ``similarity`` of ``KINDS``; ``topk``:
     the fraction of the top ``k_percent`` % pixels of one map that are in the other's (ties by position).
-    A correlation with a constant map is NaN with the reason.
+    A correlation with a constant map, and any comparison with a non-finite map, is NaN with the reason.
 
     >>> import torch
     >>> from bench import functional as F
@@ -42,7 +43,9 @@ def agreement(
         raise ValueError(f"similarity must be one of {', '.join(KINDS)}, got {similarity!r}")
     a = prepare_maps(attributions, abs, normalise)
     b = prepare_maps(reference, abs, normalise)
-    if similarity == "topk":
-        return Scores(values={"": topk_overlap(a, b, k_percent)})
-    values = map_similarity(similarity, a, b)
-    return Scores(values={"": values}, reasons=nan_reasons(values, otherwise=UNDEFINED[similarity]))
+    finite = torch.isfinite(a).flatten(1).all(1) & torch.isfinite(b).flatten(1).all(1)
+    # the ranks of non-finite values are finite: such maps are caught here, not by the correlation
+    values = topk_overlap(a, b, k_percent) if similarity == "topk" else map_similarity(similarity, a, b)
+    values = torch.where(finite, values, torch.nan)
+    reasons = nan_reasons(values, [(~finite, NON_FINITE)], otherwise=UNDEFINED.get(similarity, ""))
+    return Scores(values={"": values}, reasons=reasons)

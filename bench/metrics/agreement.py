@@ -80,7 +80,7 @@ class Agreement(Metric):
         return agreement(
             inp.attributions,
             other,
-            similarity_kind=p.similarity,
+            similarity=p.similarity,
             k_percent=p.k_percent,
             abs=p.abs,
             normalise=p.normalise,

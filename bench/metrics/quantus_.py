@@ -211,23 +211,35 @@ class QuantusPassThrough(Metric):
 
     def score(self, inp: MetricInput) -> Scores:
         check_attribution_shape(inp)
-        p = self.params
         n = len(inp.batch)
-        x = inp.batch.x.detach().cpu().numpy()
-        y = inp.batch.target.detach().cpu().numpy()
-        a = inp.attributions.detach().cpu().numpy()
-        masks = object_masks(inp) if "mask" in self.needs else None
+        arrays = (
+            inp.batch.x.detach().cpu().numpy(),
+            inp.batch.target.detach().cpu().numpy(),
+            inp.attributions.detach().cpu().numpy(),
+            object_masks(inp) if "mask" in self.needs else None,
+        )
         values = np.full(n, np.nan)
         curves: list[np.ndarray | None] = [None] * n
         reasons: list[str | None] = [None] * n
-        extra = dict(p.call)
-        if p.softmax is not None:
-            extra["softmax"] = p.softmax
-        device = inp.model.device
         for i in range(n):
-            if masks is not None and not masks[i].any():
-                reasons[i] = "empty mask"
-                continue
+            values[i], curves[i], reasons[i] = self._score_sample(inp, arrays, i)
+        scores = Scores(values={"": torch.as_tensor(values, dtype=torch.float64)}, reasons=reasons)
+        if any(c is not None for c in curves):
+            scores.curves[""] = padded_curves(curves)
+        return scores
+
+    def _score_sample(self, inp: MetricInput, arrays: tuple, i: int) -> tuple[float, np.ndarray | None, str | None]:
+        """(value, curve, NaN reason) of sample ``i``: Quantus called on it alone, its RNGs seeded from the
+        sample's seed. Attributions that Quantus refuses to score (all zero, constant, all negative: its
+        ``assert_attributions``) give NaN with Quantus' reason rather than an error for the whole batch."""
+        x, y, a, masks = arrays
+        if masks is not None and not masks[i].any():
+            return float("nan"), None, "empty mask"
+        extra = dict(self.params.call)
+        if self.params.softmax is not None:
+            extra["softmax"] = self.params.softmax
+        device = inp.model.device
+        try:
             with seeded_rngs(inp.seeds[i], device):
                 result = self._metric()(
                     model=inp.model.module,
@@ -240,11 +252,19 @@ class QuantusPassThrough(Metric):
                     explain_func=explain_function(inp, inp.seeds[i]),
                     **extra,
                 )
-            values[i], curves[i], reasons[i] = per_sample_result(result, self.quantus_name, inp.batch.ids[i])
-        scores = Scores(values={"": torch.as_tensor(values, dtype=torch.float64)}, reasons=reasons)
-        if any(c is not None for c in curves):
-            scores.curves[""] = padded_curves(curves)
-        return scores
+        except AssertionError as error:
+            if not raised_in(error, "assert_attributions"):
+                raise
+            return float("nan"), None, f"Quantus refuses the attribution: {error}"
+        return per_sample_result(result, self.quantus_name, inp.batch.ids[i])
+
+
+def raised_in(error: BaseException, function: str) -> bool:
+    """Whether ``error`` was raised inside a function called ``function`` (the innermost frame's)."""
+    tb = error.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb is not None and tb.tb_frame.f_code.co_name == function
 
 
 def object_masks(inp: MetricInput) -> np.ndarray:

@@ -64,8 +64,13 @@ class VGG13Cifar(TrainedFromScratch):
         names = data.classes
         net = self.initialised(lambda: build_vgg13_cifar(len(names), p.batch_norm))
         last_relu = max(i for i, m in enumerate(net[0]) if isinstance(m, nn.ReLU))
-        spec = ModelSpec(
-            num_classes=len(names), class_names=names, mean=MEAN, std=STD, target_layer=f"net.0.{last_relu}"
+        spec = ModelSpec(  # its classifier takes 4x4 maps: other image sizes are resized to 32x32 inside
+            num_classes=len(names),
+            class_names=names,
+            input_size=(32, 32),
+            mean=MEAN,
+            std=STD,
+            target_layer=f"net.0.{last_relu}",
         )
         net, info = self.trained(net, spec, data, ctx)
         return prepare(net, spec, ctx.device, {"architecture": "vgg13_cifar", **info})
