@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from pycocotools import mask as mask_utils
 
 from bench.cli import main
 from bench.datasets.coco import COCO
@@ -21,8 +22,6 @@ from bench.store import read_results
 from bench.types import VOID
 from tests.conftest import write_suite
 from tests.test_voc import smooth_rgb
-
-mask_utils = pytest.importorskip("pycocotools.mask")
 
 PERSON, DOG, ELEPHANT = 1, 18, 22  # COCO 2017 category ids
 
@@ -286,7 +285,6 @@ def test_coco_categories_map_to_imagenet(files: tuple[Path, Path], tmp_path: Pat
 
 
 def test_a_coco_suite_runs_with_mapped_targets(files: tuple[Path, Path], tmp_path: Path) -> None:
-    pytest.importorskip("timm")
     suite = {
         "name": "coco-tiny", "samples": None, "batch_size": 4, "device": "cpu", "warmup": False,
         "output": str(tmp_path / "run"), "target": "auto",

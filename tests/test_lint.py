@@ -7,8 +7,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from tests.conftest import ROOT
 
 PATHS = [p for p in ("bench", "tests", "benchmarks") if (ROOT / p).is_dir()]
@@ -16,8 +14,7 @@ PATHS = [p for p in ("bench", "tests", "benchmarks") if (ROOT / p).is_dir()]
 
 def _ruff() -> list[str]:
     exe = shutil.which("ruff", path=str(Path(sys.executable).parent)) or shutil.which("ruff")
-    if exe is None:
-        pytest.skip("ruff is not installed (pip install -e '.[dev]')")
+    assert exe is not None, "ruff is a dev dependency: pip install -e '.[dev]'"
     return [exe]
 
 

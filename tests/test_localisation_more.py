@@ -8,6 +8,7 @@ import math
 
 import numpy as np
 import pytest
+import quantus
 import torch
 from sklearn.metrics import roc_auc_score
 
@@ -29,7 +30,6 @@ from tests.helpers import batch_of, linear_model
 
 if not hasattr(np, "trapz"):  # Quantus 0.6 still calls np.trapz, which numpy 2.4 removed
     np.trapz = np.trapezoid
-quantus = pytest.importorskip("quantus")
 
 ALL = [IoUSweep, PointingGame, EnergyPointingGame, RelevanceRankAccuracy, PixelAUROC]
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
+import ray
 
 import tests.plugins  # noqa: F401 - registers the test explainers
 from bench.cli import main
@@ -178,9 +179,6 @@ def test_mixed_precision_is_recorded(tmp_path: Path) -> None:
     assert meta["cell"]["data"]["precision"] == "bf16"
     df = read_results(tmp_path / "a")
     assert (df[df["metric"] == "iou"]["status"] == "ok").all()
-
-
-ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'xbench[ray]')")
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import duckdb
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -263,7 +264,6 @@ def test_partitioned_layout_reads_with_pandas_pyarrow_and_duckdb(runs: Path) -> 
     files = [str(p) for p in runs.glob("*/*/cells/*.parquet")]
     table = ds.dataset(files, format="parquet", partitioning="hive", partition_base_dir=str(runs)).to_table()
     assert table.num_rows == len(both)
-    duckdb = pytest.importorskip("duckdb")
     source = f"read_parquet('{runs}/*/*/cells/*.parquet', hive_partitioning=true)"
     query = f"SELECT run, count(*) AS n FROM {source} GROUP BY run ORDER BY run"
     assert duckdb.sql(query).fetchall() == [("a", len(both) // 2), ("b", len(both) // 2)]

@@ -186,7 +186,6 @@ def test_problems_reach_the_run_manifest(root: Path, tmp_path: Path) -> None:
     from bench.cli import main
     from tests.conftest import write_suite
 
-    pytest.importorskip("timm")
     (root / "masks" / "b.png").unlink()
     suite = {
         "name": "segfolder-tiny", "samples": None, "batch_size": 4, "device": "cpu", "warmup": False,

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import timm
 import torch
 from pydantic import ValidationError
 
@@ -16,8 +17,6 @@ from bench.models.base import ModelContext
 from bench.models.timm_models import TimmModel, TimmParams, cam_layer, hf_cache_dir
 from bench.store import read_results
 from tests.conftest import tiny_suite, write_suite
-
-timm = pytest.importorskip("timm")
 
 TINY = Synthetic(SyntheticParams(size=32, train_size=60, test_size=20))
 
