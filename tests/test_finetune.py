@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-import bench.models.finetune as finetune
+import bench.models.training as training
 from bench.cli import main
 from bench.datasets.synthetic import Synthetic, SyntheticParams
 from bench.models.base import ModelContext
@@ -83,7 +83,7 @@ def test_tiny_fine_tuning_is_cached_and_reused(tmp_path: Path) -> None:
 def test_training_resumes_after_a_crash_with_the_same_result(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     spec = {"epochs": 2, "scheduler": "cosine", "dropout": 0.3}
     straight = _source(**spec).load(_ctx(tmp_path / "straight"))
-    real_augment, calls = finetune.augment, {"n": 0}
+    real_augment, calls = training.augment, {"n": 0}
 
     def crash_in_second_epoch(*args, **kwargs):
         calls["n"] += 1
@@ -91,12 +91,12 @@ def test_training_resumes_after_a_crash_with_the_same_result(tmp_path: Path, mon
             raise KeyboardInterrupt
         return real_augment(*args, **kwargs)
 
-    monkeypatch.setattr(finetune, "augment", crash_in_second_epoch)
+    monkeypatch.setattr(training, "augment", crash_in_second_epoch)
     with pytest.raises(KeyboardInterrupt):
         _source(**spec).load(_ctx(tmp_path / "crashed"))
     partial = next((tmp_path / "crashed" / "models").glob("*/partial.pt"))
     assert torch.load(partial, weights_only=True)["epoch"] == 0
-    monkeypatch.setattr(finetune, "augment", real_augment)
+    monkeypatch.setattr(training, "augment", real_augment)
     logs: list[str] = []
     resumed = _source(**spec).load(_ctx(tmp_path / "crashed", logs.append))
     assert any("resuming after epoch 1/2" in line for line in logs)
@@ -122,6 +122,6 @@ def test_frozen_batchnorm_keeps_its_statistics() -> None:
     freeze(net, ["0", "1"])
     before = net[1].running_mean.clone()
     net.train()
-    finetune._keep_frozen_in_eval(net)
+    training._keep_frozen_in_eval(net)
     net(torch.rand(4, 3, 8, 8) + 5)
     torch.testing.assert_close(net[1].running_mean, before)

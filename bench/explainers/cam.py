@@ -16,15 +16,16 @@ pytorch-grad-cam (``pytorch_grad_cam``) is the reference. It post-processes ever
 OpenCV, one image at a time, and always applies ReLU and min-max scaling. Here maps keep their sign
 and scale by default, so that scores stay comparable; with ``normalize: true`` (and bilinear
 upsampling) they equal pytorch-grad-cam's maps (``tests/test_cam.py`` checks every method).
+
+The layer machinery (``CAMLayer``, ``capture``, ``replaced_output``) and the resizing and scaling of maps
+live in ``bench.explainers.cam_layers``.
 """
 
 from __future__ import annotations
 
 from abc import abstractmethod
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Any, Literal
+from collections.abc import Iterator, Sequence
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -34,16 +35,15 @@ from torch import nn
 from bench.component import Params
 from bench.errors import ConfigError
 from bench.explainers.base import Explainer
+from bench.explainers.cam_layers import CAMLayer, capture, minmax, replaced_output, upsample_map
 from bench.models.base import target_outputs
-from bench.types import ImageShape, LoadedModel, ModelSpec, Passes
+from bench.types import ImageShape, LoadedModel, Passes
 
 ALL_CONV = "all_conv"  # the `layer` value that sweeps every nn.Conv2d of the model
-Layout = Literal["nchw", "nhwc", "tokens"]
 TYPICAL_CHANNELS = 512  # channels assumed by pass estimates of per-channel methods (ResNet-18/VGG last block)
 # default forward batches of Score-CAM and Ablation-CAM; on a CPU, 16 was the fastest of 8 to 256 images for
 # ResNet-20 at 32x32 and ResNet-50 at 224x224 (benchmarks/bench_cam.py); accelerators want large batches
 CPU_BATCH, ACCELERATOR_BATCH = 16, 256
-_SPATIAL_FIX = "choose a layer whose output is a feature map (N, C, h, w), e.g. the last convolutional block"
 
 
 class CAMParams(Params):
@@ -77,143 +77,6 @@ class BatchedCAMParams(CAMParams):
         if self.batch_size is not None:
             return self.batch_size
         return CPU_BATCH if device.type == "cpu" else ACCELERATOR_BATCH
-
-
-# --------------------------------------------------------------------------------------------------------------------
-# the explained layer: where it is, how its output is laid out, how to capture it
-
-
-@dataclass(frozen=True)
-class CAMLayer:
-    """The explained layer of a model and how to read its output as an (N, C, h, w) feature map.
-
-    The spec's ``cam_format`` describes its own ``target_layer``. Another layer, named explicitly, is
-    taken as "nchw", unless the spec says "tokens" and the layer's output is 3-D (N, T, C).
-    """
-
-    path: str
-    module: nn.Module
-    spec: ModelSpec
-
-    @classmethod
-    def of(cls, model: LoadedModel, path: str) -> CAMLayer:
-        return cls(path, model.layer(path), model.spec)
-
-    def layout(self, raw: torch.Tensor) -> Layout:
-        if self.path == self.spec.target_layer:
-            return self.spec.cam_format
-        return "tokens" if raw.ndim == 3 and self.spec.cam_format == "tokens" else "nchw"
-
-    def channel_dim(self, raw: torch.Tensor) -> int:
-        """The channel axis of the layer's raw output."""
-        return 1 if self.layout(raw) == "nchw" else raw.ndim - 1
-
-    def spatial(self, raw: torch.Tensor) -> torch.Tensor:
-        """The raw output (or its gradient) as (N, C, h, w); a ConfigError when it is not a feature map."""
-        layout = self.layout(raw)
-        if layout == "tokens":
-            return self._tokens(raw)
-        if raw.ndim != 4:
-            raise ConfigError(
-                f"layer {self.path!r} outputs shape {tuple(raw.shape)}, not a spatial feature map "
-                f"({layout}: 4 dimensions expected)",
-                field="layer",
-                fix=_SPATIAL_FIX,
-            )
-        return raw.permute(0, 3, 1, 2) if layout == "nhwc" else raw
-
-    def _tokens(self, raw: torch.Tensor) -> torch.Tensor:
-        """(N, T, C) tokens -> (N, C, h, w): drop the leading non-patch tokens, fold the patch grid."""
-        grid, prefix = self.spec.token_grid, self.spec.prefix_tokens
-        if raw.ndim != 3 or grid is None or raw.shape[1] - prefix != grid[0] * grid[1]:
-            raise ConfigError(
-                f"layer {self.path!r} outputs shape {tuple(raw.shape)}, which is not {prefix} prefix token(s) "
-                f"followed by a {grid} grid of patch tokens",
-                field="layer",
-                fix="choose a transformer block whose output is (N, tokens, C); check the model's token_grid",
-            )
-        n, _, c = raw.shape
-        return raw[:, prefix:].reshape(n, grid[0], grid[1], c).permute(0, 3, 1, 2)
-
-
-@contextmanager
-def forward_hook(module: nn.Module, hook: Callable[[nn.Module, Any, Any], Any]) -> Iterator[None]:
-    """``hook`` registered on ``module`` for the duration of the block, removed even on errors."""
-    handle = module.register_forward_hook(hook)
-    try:
-        yield
-    finally:
-        handle.remove()
-
-
-@contextmanager
-def replaced_output(module: nn.Module, value: torch.Tensor) -> Iterator[None]:
-    """``module`` returns ``value`` without computing anything for the duration of the block.
-
-    Its ``forward`` is shadowed by an instance attribute and restored afterwards, even on errors; unlike
-    a forward hook that overwrites the output, the module's own computation (a whole ResNet stage when
-    it is the CAM layer) is skipped. pytorch-grad-cam swaps the module in its parent to the same end.
-    """
-    previous = module.__dict__.get("forward")
-    module.forward = lambda *args, **kwargs: value
-    try:
-        yield
-    finally:
-        if previous is None:
-            del module.forward
-        else:
-            module.forward = previous
-
-
-def capture(model: LoadedModel, layer: CAMLayer, x: torch.Tensor, with_grad: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """One forward pass: (logits, the layer's raw output).
-
-    With ``with_grad`` the layer's output is returned as a leaf that requires grad and the rest of the
-    forward runs from a copy of it, so ``torch.autograd.grad(score, output)`` gives the layer gradient
-    with a backward pass that stops at the layer (the copy keeps in-place operations downstream, like
-    ResNet's ``out += identity``, legal). The layer must run exactly once per forward pass: the
-    activation of a module called several times (a shared ReLU) would be ambiguous.
-    """
-    seen: list[torch.Tensor] = []
-
-    def hook(_module: nn.Module, _inputs: Any, output: Any) -> torch.Tensor | None:
-        if not isinstance(output, torch.Tensor):
-            raise ConfigError(
-                f"layer {layer.path!r} returns a {type(output).__name__}, not a tensor", field="layer", fix=_SPATIAL_FIX
-            )
-        seen.append(output.detach().requires_grad_(with_grad))
-        return seen[-1].clone() if with_grad else None
-
-    with torch.set_grad_enabled(with_grad), forward_hook(layer.module, hook):
-        logits = model.module(x.detach())
-    if len(seen) != 1:
-        raise ConfigError(
-            f"layer {layer.path!r} ran {len(seen)} times in one forward pass; a CAM needs a layer that runs once",
-            field="layer",
-            fix="choose a module that is not shared or skipped, e.g. a whole block rather than its ReLU",
-        )
-    return logits, seen[0]
-
-
-# --------------------------------------------------------------------------------------------------------------------
-# post-processing shared by every method
-
-
-def upsample_map(cam: torch.Tensor, size: tuple[int, int], mode: str) -> torch.Tensor:
-    """(N, 1, h, w) -> (N, 1, H, W); bilinear and bicubic sample pixel centres (align_corners=False),
-    which is what OpenCV's ``cv2.resize`` (pytorch-grad-cam) does too."""
-    if tuple(cam.shape[-2:]) == tuple(size):
-        return cam
-    align = False if mode in ("bilinear", "bicubic") else None
-    return F.interpolate(cam, size=size, mode=mode, align_corners=align)
-
-
-def minmax(maps: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
-    """Every map (N, ...) scaled to [0, 1]: (m - min) / (max - min + eps), pytorch-grad-cam's ``scale_cam_image``."""
-    flat = maps.flatten(1)
-    low = flat.amin(1).view(-1, *[1] * (maps.ndim - 1))
-    shifted = maps - low
-    return shifted / (shifted.flatten(1).amax(1).view_as(low) + eps)
 
 
 def finish(cam: torch.Tensor, size: tuple[int, int], p: CAMParams) -> torch.Tensor:

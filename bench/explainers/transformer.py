@@ -25,7 +25,7 @@ from torchvision.models.vision_transformer import EncoderBlock, VisionTransforme
 from bench.component import Params
 from bench.errors import ConfigError
 from bench.explainers.base import Explainer
-from bench.explainers.cam import upsample_map
+from bench.explainers.cam_layers import upsample_map
 from bench.types import ImageShape, LoadedModel, Passes
 
 

@@ -12,27 +12,23 @@ continues from its last finished epoch. The study protocols ship as presets.
 from __future__ import annotations
 
 import json
-import math
-import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
-import torch.nn.functional as F
 from pydantic import Field, model_validator
 from torch import nn
-from tqdm.auto import tqdm
 
 from bench import atomic
 from bench.component import Params
 from bench.datasets.base import Dataset, stratified_sample
 from bench.errors import ConfigError, DataError
 from bench.models.base import ImageClassifier, ModelContext
-from bench.seeding import short_digest, stable_hash
-from bench.types import ModelSpec, SampleRef
-
-PRELOAD_BYTES = 2 << 30  # keep a train split in memory up to this size
+from bench.models.training import TrainData, evaluate, fit, split_train_val
+from bench.seeding import short_digest
+from bench.types import ModelSpec
 
 PRESETS: dict[str, dict[str, Any]] = {
     # ResNet-50 (ImageNet weights) fine-tuned on CIFAR-10 at 224 input: the SHAP study's protocol.
@@ -169,191 +165,6 @@ def freeze(net: nn.Module, prefixes: list[str]) -> list[str]:
     return frozen
 
 
-# ---------------------------------------------------------------- data and augmentation
-
-
-class TrainData:
-    """The training images, in memory when they fit, else read per batch."""
-
-    def __init__(self, dataset: Dataset, refs: list[SampleRef], split: str):
-        self.dataset, self.refs, self.split = dataset, refs, split
-        self.x: torch.Tensor | None = None
-        self.y = torch.tensor([r.label for r in refs], dtype=torch.long)
-        probe = dataset.load(refs[:1], split)
-        if probe.x.element_size() * probe.x[0].nelement() * len(refs) <= PRELOAD_BYTES:
-            self.x, self.y = self._read(range(len(refs)))
-
-    def _read(self, positions: range | list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        chunks, labels = [], []
-        positions = list(positions)
-        for i in range(0, len(positions), 1000):
-            batch = self.dataset.load([self.refs[j] for j in positions[i : i + 1000]], self.split)
-            if batch.skipped:
-                raise DataError(f"training image unreadable: {batch.skipped[0][1]}", fix="repair or remove it")
-            chunks.append(batch.x)
-            labels.append(batch.label)
-        return torch.cat(chunks), torch.cat(labels)
-
-    def __len__(self) -> int:
-        return len(self.refs)
-
-    def batch(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.x is not None:
-            return self.x[idx], self.y[idx]
-        return self._read(idx.tolist())
-
-
-def augment(x: torch.Tensor, kinds: list[str], gen: torch.Generator) -> torch.Tensor:
-    """Per-sample random flips, 4-pixel-padded crops and colour jitter, drawn from ``gen``."""
-    n = len(x)
-    if "flip" in kinds:
-        flip = torch.rand(n, generator=gen) < 0.5
-        x = torch.where(flip[:, None, None, None], x.flip(3), x)
-    if "crop" in kinds:
-        pad = 4
-        padded = F.pad(x, (pad, pad, pad, pad), mode="reflect")
-        dy = torch.randint(0, 2 * pad + 1, (n,), generator=gen)
-        dx = torch.randint(0, 2 * pad + 1, (n,), generator=gen)
-        h, w = x.shape[-2:]
-        x = torch.stack([padded[i, :, dy[i] : dy[i] + h, dx[i] : dx[i] + w] for i in range(n)])
-    if "color_jitter" in kinds:
-        b = 1 + (torch.rand(n, 1, 1, 1, generator=gen) - 0.5) * 0.4
-        c = 1 + (torch.rand(n, 1, 1, 1, generator=gen) - 0.5) * 0.4
-        s = 1 + (torch.rand(n, 1, 1, 1, generator=gen) - 0.5) * 0.4
-        x = x * b
-        mean = x.mean(dim=(1, 2, 3), keepdim=True)
-        x = (x - mean) * c + mean
-        grey = x.mean(dim=1, keepdim=True)
-        x = (x - grey) * s + grey
-        x = x.clamp(0, 1)
-    return x
-
-
-# ---------------------------------------------------------------- the loop
-
-
-def _optimizer(spec: TrainSpec, params: list[nn.Parameter]) -> torch.optim.Optimizer:
-    if spec.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=spec.lr, momentum=spec.momentum, weight_decay=spec.weight_decay)
-    if spec.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=spec.lr, weight_decay=spec.weight_decay)
-    return torch.optim.Adam(params, lr=spec.lr, weight_decay=spec.weight_decay)
-
-
-def _scheduler(spec: TrainSpec, opt: torch.optim.Optimizer, steps_per_epoch: int) -> Any:
-    if spec.scheduler == "onecycle":
-        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=spec.lr, total_steps=spec.epochs * steps_per_epoch)
-    if spec.scheduler == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=spec.epochs * steps_per_epoch)
-    if spec.scheduler == "plateau":
-        return torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=0.1, patience=2)
-    return None
-
-
-@torch.no_grad()
-def evaluate(model: nn.Module, data: TrainData, device: torch.device, batch: int = 256) -> tuple[float, float]:
-    """(mean cross-entropy, top-1 accuracy) of ``model`` in eval mode on ``data``."""
-    model.eval()
-    loss, correct = 0.0, 0
-    for i in range(0, len(data), batch):
-        x, y = data.batch(torch.arange(i, min(i + batch, len(data))))
-        logits = model(x.to(device))
-        loss += F.cross_entropy(logits, y.to(device), reduction="sum").item()
-        correct += (logits.argmax(1).cpu() == y).sum().item()
-    return loss / max(len(data), 1), correct / max(len(data), 1)
-
-
-def _split_train_val(refs: list[SampleRef], spec: TrainSpec) -> tuple[list[SampleRef], list[SampleRef]]:
-    if spec.train_samples is not None:
-        refs = stratified_sample(refs, spec.train_samples, spec.seed)
-    if spec.scheduler != "plateau" or spec.val_fraction == 0:
-        return refs, []
-    ranked = sorted(refs, key=lambda r: stable_hash("val", spec.seed, r.id))
-    n_val = max(1, int(len(refs) * spec.val_fraction))
-    val = {r.id for r in ranked[:n_val]}
-    return [r for r in refs if r.id not in val], [r for r in refs if r.id in val]
-
-
-def fit(
-    model: nn.Module,
-    data: TrainData,
-    spec: TrainSpec,
-    device: torch.device,
-    log: Callable[[str], None],
-    *,
-    val: TrainData | None = None,
-    checkpoint: Callable[[dict[str, Any]], None] | None = None,
-    resume: dict[str, Any] | None = None,
-) -> list[dict[str, float]]:
-    """Train ``model`` in place; returns per-epoch statistics. Deterministic for a seed on one machine."""
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    steps = math.ceil(len(data) / spec.batch_size)
-    opt = _optimizer(spec, trainable)
-    sched = _scheduler(spec, opt, steps)
-    gen = torch.Generator().manual_seed(spec.seed)
-    history: list[dict[str, float]] = []
-    start = 0
-    if resume:
-        model.load_state_dict(resume["model"])
-        opt.load_state_dict(resume["optimizer"])
-        if sched is not None and resume.get("scheduler"):
-            sched.load_state_dict(resume["scheduler"])
-        gen.set_state(resume["generator"])
-        torch.set_rng_state(resume["torch_rng"])  # dropout and other global draws continue where they were
-        start, history = resume["epoch"] + 1, resume["history"]
-        log(f"  resuming after epoch {start}/{spec.epochs}")
-    for epoch in range(start, spec.epochs):
-        model.train()
-        _keep_frozen_in_eval(model)
-        order = torch.randperm(len(data), generator=gen)
-        total, seen = 0.0, 0
-        bar = tqdm(range(0, len(data), spec.batch_size), desc=f"epoch {epoch + 1}/{spec.epochs}", leave=False,
-                   disable=not sys.stderr.isatty(), unit="batch")  # fmt: skip
-        for i in bar:
-            idx = order[i : i + spec.batch_size]
-            xb, yb = data.batch(idx)
-            xb = augment(xb, spec.augment, gen)
-            loss = F.cross_entropy(model(xb.to(device)), yb.to(device))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            if spec.scheduler in ("onecycle", "cosine"):
-                sched.step()
-            total += loss.item() * len(idx)
-            seen += len(idx)
-            bar.set_postfix(loss=f"{total / seen:.4f}")
-        stats = {"epoch": epoch + 1, "train_loss": total / max(seen, 1)}
-        if val is not None and len(val):
-            stats["val_loss"], stats["val_accuracy"] = evaluate(model, val, device)
-            if spec.scheduler == "plateau":
-                sched.step(stats["val_loss"])
-        elif spec.scheduler == "plateau":
-            sched.step(stats["train_loss"])
-        history.append(stats)
-        log("  " + ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in stats.items()))
-        if checkpoint is not None:
-            checkpoint(
-                {
-                    "epoch": epoch,
-                    "model": model.state_dict(),
-                    "optimizer": opt.state_dict(),
-                    "scheduler": sched.state_dict() if sched is not None else None,
-                    "generator": gen.get_state(),
-                    "torch_rng": torch.get_rng_state(),
-                    "history": history,
-                }
-            )
-    model.eval()
-    return history
-
-
-def _keep_frozen_in_eval(model: nn.Module) -> None:
-    """BatchNorm layers whose parameters are frozen keep their running statistics."""
-    for m in model.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm) and not any(p.requires_grad for p in m.parameters()):
-            m.eval()
-
-
 def finetune_cached(
     *,
     net: nn.Module,
@@ -367,13 +178,9 @@ def finetune_cached(
     """``net`` trained on ``dataset``'s train split with ``spec_train``: cached, resumable."""
     full_key = {**key, "data": dataset.content_identity(), "train": spec_train.model_dump(mode="json")}
     folder = ctx.cache_dir / "models" / f"{name}-{short_digest(full_key, 16)}"
-    weights, meta_path, partial = folder / "weights.pt", folder / "meta.json", folder / "partial.pt"
-    if meta_path.exists() and weights.exists():
-        try:
-            net.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
-            return net, {**json.loads(meta_path.read_text()), "cached": True, "cache_dir": str(folder)}
-        except (RuntimeError, OSError, ValueError, EOFError) as exc:
-            ctx.log(f"cached model in {folder} is unreadable ({exc}); training again")
+    cached = _cached(net, folder, ctx.log)
+    if cached is not None:
+        return cached
     if "train" not in dataset.splits():
         raise ConfigError(
             f"dataset {dataset.name!r} has no train split to train on",
@@ -381,15 +188,11 @@ def finetune_cached(
             fix="name a dataset with a train split in train.dataset (e.g. cifar10 with its root)",
         )
     frozen = freeze(net, spec_train.freeze)
-    resume = None
-    if partial.exists():
-        try:
-            resume = torch.load(partial, map_location="cpu", weights_only=True)
-        except (RuntimeError, OSError, ValueError, EOFError):
-            resume = None
+    partial = folder / "partial.pt"
+    resume = _partial_state(partial)
     ctx.log(f"training {name} on {dataset.name} ({spec_train.epochs} epochs; cached in {folder})")
     begin = time.perf_counter()
-    train_refs, val_refs = _split_train_val(dataset.index("train"), spec_train)
+    train_refs, val_refs = split_train_val(dataset.index("train"), spec_train)
     data = TrainData(dataset, train_refs, "train")
     val = TrainData(dataset, val_refs, "train") if val_refs else None
     model = ImageClassifier(net, spec).to(ctx.device)
@@ -409,19 +212,54 @@ def finetune_cached(
         "torch": torch.__version__,
     }
     if "test" in dataset.splits():
-        test_refs = stratified_sample(dataset.index("test"), spec_train.eval_samples, spec_train.seed)
-        _, meta["test_accuracy"] = evaluate(model, TrainData(dataset, test_refs, "test"), ctx.device)
-        meta["test_images"] = len(test_refs)
-        ctx.log(f"  test accuracy {meta['test_accuracy']:.4f} on {len(test_refs)} images")
+        meta.update(_test_accuracy(model, dataset, spec_train, ctx))
     for p in net.parameters():
         p.requires_grad_(True)
     net = net.cpu()
+    _store(net, meta, folder)
+    partial.unlink(missing_ok=True)
+    return net, {**meta, "cached": False, "cache_dir": str(folder)}
+
+
+def _cached(net: nn.Module, folder: Path, log: Callable[[str], None]) -> tuple[nn.Module, dict[str, Any]] | None:
+    """``net`` with the weights cached in ``folder`` and their facts; None when there are none (or they are
+    unreadable: then the model is trained again)."""
+    weights, meta_path = folder / "weights.pt", folder / "meta.json"
+    if not (meta_path.exists() and weights.exists()):
+        return None
     try:
-        atomic.write_with(weights, lambda tmp: torch.save(net.state_dict(), tmp))
-        atomic.write_json(meta_path, meta)
+        net.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+        return net, {**json.loads(meta_path.read_text()), "cached": True, "cache_dir": str(folder)}
+    except (RuntimeError, OSError, ValueError, EOFError) as exc:
+        log(f"cached model in {folder} is unreadable ({exc}); training again")
+        return None
+
+
+def _partial_state(partial: Path) -> dict[str, Any] | None:
+    """The state an interrupted training run left (``fit``'s checkpoint); None when absent or unreadable."""
+    if not partial.exists():
+        return None
+    try:
+        return torch.load(partial, map_location="cpu", weights_only=True)
+    except (RuntimeError, OSError, ValueError, EOFError):
+        return None
+
+
+def _test_accuracy(model: nn.Module, dataset: Dataset, spec_train: TrainSpec, ctx: ModelContext) -> dict[str, Any]:
+    """Accuracy on a stratified sample of ``eval_samples`` test images, for the model's facts."""
+    test_refs = stratified_sample(dataset.index("test"), spec_train.eval_samples, spec_train.seed)
+    _, accuracy = evaluate(model, TrainData(dataset, test_refs, "test"), ctx.device)
+    ctx.log(f"  test accuracy {accuracy:.4f} on {len(test_refs)} images")
+    return {"test_accuracy": accuracy, "test_images": len(test_refs)}
+
+
+def _store(net: nn.Module, meta: dict[str, Any], folder: Path) -> None:
+    """Write the trained weights and their facts into the cache folder (atomically); DataError when it is
+    not writable."""
+    try:
+        atomic.write_with(folder / "weights.pt", lambda tmp: torch.save(net.state_dict(), tmp))
+        atomic.write_json(folder / "meta.json", meta)
     except OSError as exc:
         raise DataError(
             f"cannot write the model cache {folder}: {exc}", fix="set XBENCH_CACHE to a writable folder"
         ) from exc
-    partial.unlink(missing_ok=True)
-    return net, {**meta, "cached": False, "cache_dir": str(folder)}
