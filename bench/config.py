@@ -114,7 +114,11 @@ class SuiteConfig(Strict):
         "fp32", description="autocast the model's passes to this precision (recorded; part of each cell's identity)"
     )
     gallery: int = Field(
-        8, ge=0, le=64, description="images per (dataset, model) whose attributions are kept for reports"
+        16,
+        ge=0,
+        le=64,
+        description="images per dataset whose attributions every explainer and model keeps for reports (the same "
+        "images everywhere; reports show the first six side by side and each explainer's best, median and worst)",
     )
     nan_policy: Literal["declared", "exclude"] = Field(
         "declared",

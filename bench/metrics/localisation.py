@@ -356,6 +356,10 @@ class IoUSweep(MaskMetric):
     Params = IoUSweepParams
     outputs: ClassVar[dict[str, Direction]] = {"": Direction.HIGHER}
     degenerate: ClassVar[dict[str, float]] = {"": 0.0}
+    curve_axes: ClassVar[dict[str, tuple[str, str]]] = {"": ("threshold", "IoU")}
+
+    def curve_x(self, curve: str) -> tuple[float, ...]:
+        return tuple(self.params.thresholds) if curve == "" else ()
 
     def score_maps(self, attr: torch.Tensor, obj: torch.Tensor, valid: torch.Tensor) -> MapScores:
         p = self.params

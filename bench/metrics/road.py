@@ -164,6 +164,10 @@ class ROAD(Metric):
     """
 
     family = "faithfulness"
+    curve_axes: ClassVar[dict[str, tuple[str, str]]] = {
+        "morf": ("percentage of the pixels imputed (most relevant first)", "change of the target score"),
+        "lerf": ("percentage of the pixels imputed (least relevant first)", "change of the target score"),
+    }
     unranked: ClassVar[frozenset[str]] = frozenset({"morf", "lerf"})  # alternative summaries of the main value
 
     Params = ROADParams
@@ -172,6 +176,9 @@ class ROAD(Metric):
         "morf": Direction.LOWER,
         "lerf": Direction.HIGHER,
     }
+
+    def curve_x(self, curve: str) -> tuple[float, ...]:
+        return tuple(self.params.percentages)
 
     def passes(self) -> Passes:
         return Passes(2 * len(self.params.percentages) + 1, 0)
