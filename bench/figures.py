@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import math
+from typing import Any
 
 import matplotlib
 
@@ -14,6 +15,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 
 from bench.cards import Cards
 
@@ -21,15 +24,15 @@ DPI = 96
 CONTROL_COLOUR = "#888888"
 
 
-def png(fig: plt.Figure, dpi: int = DPI, fmt: str = "png") -> bytes:
+def png(fig: Figure, dpi: int = DPI, fmt: str = "png") -> bytes:
     buf = io.BytesIO()
-    options = {"pil_kwargs": {"quality": 82, "optimize": True}} if fmt == "jpeg" else {}
+    options: dict[str, Any] = {"pil_kwargs": {"quality": 82, "optimize": True}} if fmt == "jpeg" else {}
     fig.savefig(buf, format=fmt, dpi=dpi, bbox_inches="tight", **options)
     plt.close(fig)
     return buf.getvalue()
 
 
-def _grid(n: int, width: float = 4.4, height: float = 3.2, cols: int = 3) -> tuple[plt.Figure, list[plt.Axes]]:
+def _grid(n: int, width: float = 4.4, height: float = 3.2, cols: int = 3) -> tuple[Figure, list[Axes]]:
     cols = min(cols, n)
     rows = math.ceil(n / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False, layout="constrained")
@@ -56,7 +59,7 @@ def curves(curve_rows: pd.DataFrame, cards: Cards, controls: set[str]) -> bytes 
             count = np.isfinite(stack).sum(0)
             sem = np.nanstd(stack, 0, ddof=1) / np.sqrt(np.maximum(count, 1)) if len(stack) > 1 else 0 * mean
             x = np.asarray(card.x, dtype=float) if len(card.x) == len(mean) else np.linspace(0, 1, len(mean))
-            style = {"color": CONTROL_COLOUR, "ls": "--"} if explainer in controls else {}
+            style: dict[str, Any] = {"color": CONTROL_COLOUR, "ls": "--"} if explainer in controls else {}
             ax.plot(x, mean, label=str(explainer), lw=1.6, **style)
             ax.fill_between(x, mean - 1.96 * sem, mean + 1.96 * sem, alpha=0.18, color=style.get("color"))
         ax.set_title(metric, fontsize=10)

@@ -15,6 +15,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib.axes import Axes
 
 from bench.figures import png
 
@@ -31,7 +32,7 @@ def _mask(row: pd.Series) -> np.ndarray | None:
     return np.asarray(row["mask"], dtype=np.uint8).reshape(int(row["height"]), int(row["width"]))
 
 
-def _overlay(ax: plt.Axes, row: pd.Series, attribution: np.ndarray | None) -> None:
+def _overlay(ax: Axes, row: pd.Series, attribution: np.ndarray | None) -> None:
     picture = _picture(row)
     ax.imshow(picture)
     if attribution is not None:

@@ -63,7 +63,7 @@ def _commit_time(revision: str | None) -> float | None:
         return None
 
 
-def _version_key(text: str | None) -> tuple:
+def _version_key(text: str | None) -> tuple[int, object]:
     from packaging.version import InvalidVersion, Version
 
     try:

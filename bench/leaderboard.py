@@ -355,9 +355,9 @@ def build(
         board.add("Models by localisation", model_table(t, accuracy))
         frames.append(_frame(t, "models"))
     for dataset, part in results.groupby("dataset", sort=True):
-        table = cost_table(str(dataset), part, cards)
-        if table is not None:
-            board.add("Cost and faithfulness", table)
+        cost = cost_table(str(dataset), part, cards)
+        if cost is not None:
+            board.add("Cost and faithfulness", cost)
     frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     return Board(explainer_tables, model_tables, board, frame, pd.DataFrame(reliability))
 

@@ -57,9 +57,9 @@ def bootstrap_means(values: np.ndarray, seed: int, resamples: int = BOOTSTRAP_RE
     counts = np.bincount(draws.ravel(), minlength=resamples * n).reshape(resamples, n).astype(float)
     scored = ~np.isnan(values)
     if scored.all():
-        return counts @ values / n
+        return np.asarray(counts @ values / n, dtype=float)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return (counts @ np.where(scored, values, 0.0)) / (counts @ scored.astype(float))
+        return np.asarray((counts @ np.where(scored, values, 0.0)) / (counts @ scored.astype(float)), dtype=float)
 
 
 def percentile_interval(means: np.ndarray, level: float = LEVEL) -> tuple[np.ndarray, np.ndarray]:
@@ -138,4 +138,4 @@ def kendall_tau(x: np.ndarray, y: np.ndarray) -> float:
 
 def significance_ranks(better: np.ndarray) -> np.ndarray:
     """Rank = 1 + the number of entries significantly better: ``better[j, i]`` says j beats i."""
-    return 1.0 + np.asarray(better, dtype=bool).sum(0)
+    return np.asarray(1.0 + np.asarray(better, dtype=bool).sum(0), dtype=float)

@@ -97,7 +97,7 @@ def _stats(values: np.ndarray, seed: int) -> dict[str, np.ndarray]:
     return out
 
 
-def _group_rows(part: pd.DataFrame, class_names: dict[tuple[str, int], str], policy: str) -> list[dict]:
+def _group_rows(part: pd.DataFrame, class_names: dict[tuple[str, int], str], policy: str) -> list[dict[str, object]]:
     """Summary rows of one (dataset, model): every (explainer, metric) column over every split."""
     part = part.assign(scored=scored_values(part, policy))
     wide = part.pivot_table(

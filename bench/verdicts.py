@@ -105,7 +105,7 @@ def compare_entries(
         for k, (i, j) in enumerate(pairs):
             diff[i, j], diff_low[i, j], diff_high[i, j], p_holm[i, j] = m[k], lo[k], hi[k], adjusted[k]
             diff[j, i], diff_low[j, i], diff_high[j, i], p_holm[j, i] = -m[k], -hi[k], -lo[k], adjusted[k]
-            differences[(i, j)] = d[:, k]
+            differences[(int(i), int(j))] = d[:, k]
     sign = 1.0 if higher_is_better else -1.0
     with np.errstate(invalid="ignore"):
         better = (p_holm < ALPHA) & (sign * diff > 0)
