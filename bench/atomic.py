@@ -84,7 +84,7 @@ def write_json(dest: Path, obj: Any) -> None:
     write_text(dest, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
 
 
-def write_with(dest: Path, writer: Callable[[Path], None]) -> None:
+def write_with(dest: Path, writer: Callable[[Path], object]) -> None:
     """Atomically create ``dest`` with ``writer(tmp_path)`` (e.g. torch.save, pyarrow)."""
     with atomic_path(dest) as tmp:
         writer(tmp)

@@ -43,6 +43,17 @@ class OutputCard:
 
 
 @dataclass(frozen=True)
+class CurveCard:
+    """A curve a metric stores per sample, and how to draw it: axis labels, and the x position of each
+    point (empty: evenly spaced from 0 to 1)."""
+
+    column: str  # "deletion", "road.morf"
+    x_label: str
+    y_label: str
+    x: tuple[float, ...] = ()
+
+
+@dataclass(frozen=True)
 class MetricCard:
     """A configured metric: identity, family, needs, outputs and the reference it is checked against."""
 
@@ -54,6 +65,7 @@ class MetricCard:
     needs: tuple[str, ...] = ()
     outputs: tuple[OutputCard, ...] = ()
     reference: str = ""  # e.g. "quantus.PixelFlipping": the implementation tests compare with
+    curves: tuple[CurveCard, ...] = ()
 
     def output(self, column: str) -> OutputCard:
         for out in self.outputs:
@@ -67,7 +79,8 @@ class MetricCard:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> MetricCard:
         outputs = tuple(OutputCard(**o) for o in data.get("outputs", ()))
-        return cls(**{**data, "needs": tuple(data.get("needs", ())), "outputs": outputs})
+        curves = tuple(CurveCard(**{**c, "x": tuple(c.get("x", ()))}) for c in data.get("curves", ()))
+        return cls(**{**data, "needs": tuple(data.get("needs", ())), "outputs": outputs, "curves": curves})
 
 
 @dataclass(frozen=True)
@@ -126,6 +139,14 @@ class Cards:
         """The family of the metric that has output ``column`` ("" when no card has it)."""
         card = self.metric_of(column)
         return card.family if card is not None else ""
+
+    def curve(self, column: str) -> CurveCard | None:
+        """How to draw the curve stored as ``column`` (None: not a curve to draw)."""
+        for card in self.metrics.values():
+            for curve in card.curves:
+                if curve.column == column:
+                    return curve
+        return None
 
     def is_control(self, explainer: str) -> bool:
         """True for a control explainer; a sweep variant (``gradcam@layer``) inherits its entry's card."""

@@ -142,6 +142,7 @@ class CellExecutor:
         head = first.select(targeted)
         try:
             with self._autocast():
+                assert head.target is not None
                 explainer.explain(group.model, head.x, head.target, [columns[j].seed or 0 for j in targeted])
         except XbenchError as exc:
             return error_text(exc)
@@ -179,8 +180,10 @@ class CellExecutor:
         def explain(positions: list[int]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
             part = batch if len(positions) == len(samples) else batch.select(positions)
             chosen = [seeds[i] for i in positions]
+            target = part.target
+            assert target is not None, "the group sets every batch's targets"
             with PassCounter(model.module) as passes, PeakMemory(self.s.device) as memory, self._autocast():
-                attr, seconds = timed(lambda: explainer.explain(model, part.x, part.target, chosen), self.s.device)
+                attr, seconds = timed(lambda: explainer.explain(model, part.x, target, chosen), self.s.device)
             n = len(positions)
             cost = {
                 "seconds": torch.full((n,), seconds / n, dtype=torch.float64),

@@ -157,7 +157,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
 def _cmd_leaderboard(args: argparse.Namespace) -> int:
     from bench.leaderboard import build_leaderboard
 
-    run_dir = Path(args.run_dir)
+    run_dir = _run_dir(args.run_dir)
     build_leaderboard(run_dir, model_metrics=args.metric, policy=args.nan_policy)
     name = {"md": "leaderboard.md", "html": "leaderboard.html", "tex": "leaderboard.tex"}[args.format]
     print((run_dir / name).read_text(), end="")
@@ -204,13 +204,29 @@ def _cmd_merge(args: argparse.Namespace) -> int:
     return _cmd_leaderboard(argparse.Namespace(run_dir=args.dest, metric=None, format="md", nan_policy=None))
 
 
+def _run_dir(path: str) -> Path:
+    """The one run directory ``path`` means (a suite folder with one run is that run; several are an error)."""
+    from bench.store import resolve_run
+
+    return resolve_run(path, log=lambda message: print(message, file=sys.stderr))
+
+
 def _cmd_report(args: argparse.Namespace) -> int:
     from bench.leaderboard import build_leaderboard
     from bench.report import write_report
 
-    build_leaderboard(Path(args.run_dir))
-    path = write_report(Path(args.run_dir), args.output)
-    print(f"report written to {path} (with its PNGs beside it)")
+    run_dir = _run_dir(args.run_dir)
+    build_leaderboard(run_dir)
+    path = write_report(run_dir, args.output)
+    print(f"report written to {path} (with its images beside it)")
+    if args.screenshot:
+        from bench.screenshot import check_page
+
+        problems = check_page(path, path.with_name("report.png"))
+        print(f"screenshot of the top: {path.with_name('report.png')}")
+        if problems:
+            print("the report renders with problems:\n  " + "\n  ".join(problems), file=sys.stderr)
+            return EXIT_CELL_ERRORS
     return EXIT_OK
 
 
@@ -220,7 +236,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from bench.leaderboard import build_leaderboard
     from bench.store import read_run, write_results
 
-    run_dir, dest = Path(args.run_dir), Path(args.dest)
+    run_dir, dest = _run_dir(args.run_dir), Path(args.dest)
     build_leaderboard(run_dir)
     dest.mkdir(parents=True, exist_ok=True)
     write_results(read_run(run_dir), dest / "results.parquet")
@@ -245,8 +261,9 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     from bench.compare import compare, write_json
     from bench.store import read_manifest, read_run
 
-    baseline, new = read_run(args.baseline), read_run(args.new)
-    manifests = (_manifest_of(args.baseline, read_manifest), _manifest_of(args.new, read_manifest))
+    base_dir, new_dir = _run_dir(args.baseline), _run_dir(args.new)
+    baseline, new = read_run(base_dir), read_run(new_dir)
+    manifests = (_manifest_of(str(base_dir), read_manifest), _manifest_of(str(new_dir), read_manifest))
     settings = manifests[1].suite.get("regression", {}) if manifests[1] is not None else {}
     tolerance, per_metric = settings.get("tolerance", 0.0), dict(settings.get("tolerances", {}))
     if args.tolerance is not None:
@@ -258,10 +275,10 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     if args.json:
         write_json(result, Path(args.json))
         print(f"machine-readable result: {args.json}")
-    elif (Path(args.new) / "manifest.json").is_file() and (Path(args.new) / "cells").is_dir():
+    elif (new_dir / "manifest.json").is_file() and (new_dir / "cells").is_dir():
         from bench.store import RunStore
 
-        dest = RunStore(args.new).write_view("compare.json", json.dumps(result.to_json(), indent=2, default=str))
+        dest = RunStore(new_dir).write_view("compare.json", json.dumps(result.to_json(), indent=2, default=str))
         print(f"machine-readable result: {dest}")
     if result.incomplete and not args.allow_missing:
         print(
@@ -277,6 +294,25 @@ def _manifest_of(path: str, reader: Any) -> Any:
     """The manifest of a run directory or exported folder (None for a bare results file)."""
     folder = Path(path)
     return reader(folder) if folder.is_dir() else None
+
+
+def _cmd_history(args: argparse.Namespace) -> int:
+    from bench.history import history, write
+
+    paths = [Path(p) for p in args.runs]
+    result = history(
+        paths, by=args.order_by, baseline=_run_dir(args.baseline) if args.baseline else None, metrics=args.metric
+    )
+    folder = Path(args.output) if args.output else (paths[0] if paths[0].is_dir() else paths[0].parent) / "history"
+    written = write(result, folder)
+    print((folder / "history.md").read_text())
+    print(f"written: {', '.join(str(p) for p in written)}")
+    regressed = result.latest_regressions
+    if regressed:
+        names = ", ".join(sorted({f"{d.explainer}/{d.metric}" for d in regressed}))
+        print(f"the latest run ({result.runs[-1].label}) regressed: {names}", file=sys.stderr)
+        return EXIT_CELL_ERRORS
+    return EXIT_OK
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -328,7 +364,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     rep = sub.add_parser("report", help="write an HTML report with plots (and PNGs) for a run directory")
     rep.add_argument("run_dir")
-    rep.add_argument("--output", help="folder for report.html and the PNGs (default: RUN_DIR/report)")
+    rep.add_argument("--output", help="folder for report.html and its images (default: RUN_DIR/report)")
+    rep.add_argument(
+        "--screenshot",
+        action="store_true",
+        help="open the report in headless Chromium: save report.png and exit 1 on console errors or "
+        "broken images (needs xbench[browser] and a Chromium)",
+    )
     rep.set_defaults(func=_cmd_report)
 
     exp = sub.add_parser("export", help="copy a run's results, summary and leaderboards to a folder (a reference)")
@@ -349,6 +391,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cmp.add_argument("--nan-policy", choices=["declared", "exclude"], help="degenerate attributions (default: suite's)")
     cmp.set_defaults(func=_cmd_compare)
+
+    hist = sub.add_parser("history", help="follow every metric over a series of runs; exit 1 when the latest regressed")
+    hist.add_argument("runs", nargs="+", help="run directories, or folders holding them (e.g. runs/suite=NAME)")
+    hist.add_argument(
+        "--order-by",
+        default="time",
+        help="time (default), git (commit time of each run's revision), package:NAME, or a dotted manifest field",
+    )
+    hist.add_argument("--baseline", help="a pinned run (directory or exported folder) the latest is also compared to")
+    hist.add_argument("--metric", action="append", metavar="ID", help="only these metric ids (repeatable)")
+    hist.add_argument("--output", help="folder for history.md/.parquet/.png (default: FIRST_PATH/history)")
+    hist.set_defaults(func=_cmd_history)
 
     train = sub.add_parser("train", help="train or fine-tune the suite's models that train (cached; resumable)")
     train.add_argument("suite")
@@ -383,7 +437,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return args.func(args)
+        return int(args.func(args))
     except XbenchError as exc:
         if args.debug:
             raise

@@ -168,7 +168,9 @@ def _tolerance(metric: str, cards: Cards, tolerance: float, per_metric: dict[str
     return None if cost else tolerance  # machine-dependent costs: informational unless asked for
 
 
-def changes(baseline: Results, new: Results, base_manifest: Any = None, new_manifest: Any = None) -> list[tuple]:
+def changes(
+    baseline: Results, new: Results, base_manifest: Any = None, new_manifest: Any = None
+) -> list[tuple[str, str, str]]:
     """What differs between two runs: component params and versions (from the rows), suite settings and
     package versions (from the manifests, when both have one)."""
     out: list[tuple[str, str, str]] = []
@@ -223,7 +225,7 @@ def compare(
     for key in sorted(set(base_groups) ^ set(new_groups)):
         side = "baseline only" if key in base_groups else "new only"
         other = new.rows if key in base_groups else baseline.rows
-        result.missing.append(Missing(*key, where=side, reason=_why_absent(key, other)))
+        result.missing.append(Missing(*_entry(key), where=side, reason=_why_absent(key, other)))
     pending = []
     for key in keys:
         b, n = base_groups[key], new_groups[key]
@@ -236,7 +238,7 @@ def compare(
         if one_side:
             result.missing.append(
                 Missing(
-                    *key,
+                    *_entry(key),
                     where="samples on one side" if len(common) else "no paired samples",
                     reason=_why_samples(vb, vn, b, n),
                 )
@@ -257,7 +259,7 @@ def compare(
 
 
 def _verdict(
-    key: tuple,
+    key: tuple[Any, ...],
     b: pd.DataFrame,
     n: pd.DataFrame,
     bv: np.ndarray,
@@ -281,8 +283,12 @@ def _verdict(
         verdict = "regression" if worse else "improvement"
     if not len(bv):
         reason = reason or "no sample scored in both runs"
+    dataset, model, explainer, metric = _entry(key)
     return MetricDiff(
-        *key,
+        dataset,
+        model,
+        explainer,
+        metric,
         higher_is_better=higher,
         n_paired=len(bv),
         baseline=float(bv.mean()) if len(bv) else np.nan,
@@ -299,7 +305,13 @@ def _verdict(
     )
 
 
-def _why_absent(key: tuple, other: pd.DataFrame) -> str:
+def _entry(key: tuple[Any, ...]) -> tuple[str, str, str, str]:
+    """A (dataset, model, explainer, metric) group key as strings."""
+    dataset, model, explainer, metric = key
+    return str(dataset), str(model), str(explainer), str(metric)
+
+
+def _why_absent(key: tuple[Any, ...], other: pd.DataFrame) -> str:
     for column, value in zip(ENTRY, key, strict=True):
         if value not in set(other[column]):
             return f"{column} {value!r} is not in the other run"

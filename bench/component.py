@@ -40,6 +40,9 @@ class NoParams(Params):
     """For components that take no parameters."""
 
 
+ParamsModel = Params  # the base class, for annotations inside Component (whose ``Params`` is a class attribute)
+
+
 class Component:
     """Base class of registered components; subclasses set ``Params`` and ``version``."""
 
@@ -47,8 +50,8 @@ class Component:
     version: ClassVar[int] = 1
     Params: ClassVar[type[Params]] = NoParams
 
-    def __init__(self, params: Params | None = None):
-        self.params = params if params is not None else self.Params()
+    def __init__(self, params: ParamsModel | None = None):
+        self.params: Any = params if params is not None else self.Params()
 
     @classmethod
     def describe(cls) -> str:

@@ -114,7 +114,11 @@ class SuiteConfig(Strict):
         "fp32", description="autocast the model's passes to this precision (recorded; part of each cell's identity)"
     )
     gallery: int = Field(
-        8, ge=0, le=64, description="images per (dataset, model) whose attributions are kept for reports"
+        16,
+        ge=0,
+        le=64,
+        description="images per dataset whose attributions every explainer and model keeps for reports (the same "
+        "images everywhere; reports show the first six side by side and each explainer's best, median and worst)",
     )
     nan_policy: Literal["declared", "exclude"] = Field(
         "declared",
@@ -128,7 +132,8 @@ class SuiteConfig(Strict):
     metrics: list[ComponentRef] = Field(min_length=1)
     exclude: list[ExcludeRule] = Field(default_factory=list, description="grid points to leave out")
     regression: RegressionSettings = Field(
-        default_factory=RegressionSettings, description="tolerances of `xbench compare` for runs of this suite"
+        default_factory=lambda: RegressionSettings(),
+        description="tolerances of `xbench compare` for runs of this suite",
     )
 
     @field_validator("samples")
@@ -152,13 +157,13 @@ class Suite:
     path: Path
     config: SuiteConfig
     components: dict[str, dict[str, Any]] = field(default_factory=dict)  # section -> key -> component
-    lines: dict[tuple, int] = field(default_factory=dict)  # YAML path -> line, for error messages
+    lines: dict[tuple[Any, ...], int] = field(default_factory=dict)  # YAML path -> line, for error messages
 
     def locate(self, section: str, key: str | None = None, *fields: str) -> tuple[str, str]:
         """(file:line, dotted field) of a setting: of the entry ``key`` in ``section`` and its
         ``params`` fields when ``key`` is given, else of the top-level ``section`` setting."""
         if key is None:
-            loc: tuple = (section,)
+            loc: tuple[Any, ...] = (section,)
         else:
             index = [ref.key for ref in getattr(self.config, section)].index(key)
             loc = (section, index, "params", *fields) if fields else (section, index)
@@ -210,7 +215,9 @@ class Suite:
 # ---------------------------------------------------------------- YAML with line numbers
 
 
-def _node_lines(node: yaml.Node, path: tuple = (), out: dict | None = None, where: str = "") -> dict[tuple, int]:
+def _node_lines(
+    node: yaml.Node, path: tuple[Any, ...] = (), out: dict[tuple[Any, ...], int] | None = None, where: str = ""
+) -> dict[tuple[Any, ...], int]:
     """Map every path (keys and list indices) in a composed YAML tree to its 1-based line.
 
     Also refuses duplicate keys, which ``safe_load`` would silently collapse.
@@ -237,14 +244,14 @@ def _node_lines(node: yaml.Node, path: tuple = (), out: dict | None = None, wher
     return out
 
 
-def _dotted(loc: tuple) -> str:
+def _dotted(loc: tuple[Any, ...]) -> str:
     text = ""
     for part in loc:
         text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
     return text
 
 
-def _read_yaml(path: Path) -> tuple[Any, dict[tuple, int]]:
+def _read_yaml(path: Path) -> tuple[Any, dict[tuple[Any, ...], int]]:
     if not path.is_file():
         raise ConfigError(
             "suite file not found" if not path.exists() else "suite path is not a file",
@@ -281,7 +288,7 @@ def _read_yaml(path: Path) -> tuple[Any, dict[tuple, int]]:
 # ---------------------------------------------------------------- pydantic errors -> ConfigError
 
 
-def _model_at(model: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
+def _model_at(model: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] | None:
     """The pydantic model that owns the mapping at ``loc`` (for listing allowed keys)."""
     current: Any = model
     for part in loc:
@@ -309,7 +316,11 @@ _TYPE_TAG = re.compile(r"^(int|float|str|bool|none|(list|dict|tuple|set|literal|
 
 
 def _to_config_error(
-    exc: ValidationError, path: Path, lines: dict[tuple, int], model: type[BaseModel], prefix: tuple = ()
+    exc: ValidationError,
+    path: Path,
+    lines: dict[tuple[Any, ...], int],
+    model: type[BaseModel],
+    prefix: tuple[Any, ...] = (),
 ) -> ConfigError:
     """One ConfigError whose text names each problem's line, field and fix."""
     messages: list[str] = []
@@ -362,7 +373,7 @@ class _Rendered(ConfigError):
 # ---------------------------------------------------------------- loading
 
 
-def parse_suite(path: str | Path) -> tuple[SuiteConfig, dict[tuple, int]]:
+def parse_suite(path: str | Path) -> tuple[SuiteConfig, dict[tuple[Any, ...], int]]:
     """Read and validate the suite's own structure (not yet its components' params)."""
     path = Path(path)
     data, lines = _read_yaml(path)
@@ -409,7 +420,7 @@ def load_suite(path: str | Path) -> Suite:
     return suite
 
 
-def _check_cross_references(suite: Suite, lines: dict[tuple, int]) -> None:
+def _check_cross_references(suite: Suite, lines: dict[tuple[Any, ...], int]) -> None:
     samples = suite.config.samples
     if isinstance(samples, dict):
         for key in samples:

@@ -1,8 +1,9 @@
 """A few images per (dataset, model) whose attributions every explainer keeps, for reports.
 
-The gallery holds the same images for all explainers of a model, half of them
-(where there are any) images the model got wrong, so a report can show where
-each explainer looks on correct and incorrect predictions side by side.
+The gallery holds the same images for every explainer and every model of a
+dataset (the first images of the benchmark's stratified sample order), so a
+report can show where each explainer looks, side by side, and pick each
+explainer's best, median and worst image among them by a metric.
 Images are stored once per group as uint8 (with their masks); attributions
 per cell as float16 (they are for pictures, not for scores).
 """
@@ -23,15 +24,10 @@ GALLERY_DIR = "gallery"
 
 
 def choose(group: Group, size: int) -> list[int]:
-    """Positions (in the group's refs) of the gallery images: up to half incorrect ones."""
-    if size <= 0:
-        return []
-    wrong = [i for i, c in enumerate(group.plan.correct) if c is False]
-    right = [i for i, c in enumerate(group.plan.correct) if c is not False]
-    take_wrong = wrong[: size // 2]
-    chosen = take_wrong + right[: size - len(take_wrong)]
-    chosen += [i for i in wrong if i not in chosen][: size - len(chosen)]
-    return sorted(chosen)
+    """Positions (in the group's refs) of the gallery images: the first ``size`` of the benchmark's sample
+    order (stratified and seeded, so classes alternate). The choice does not depend on the model, so every
+    model of a dataset shows the same images; reports pick each explainer's best and worst among them."""
+    return list(range(min(max(size, 0), len(group.refs))))
 
 
 def images_table(group: Group, positions: list[int]) -> pa.Table:

@@ -28,7 +28,8 @@ def timed(fn: Callable[[], T], device: torch.device) -> tuple[T, float]:
     """Run ``fn`` and return (result, seconds): CUDA events around it on GPU, wall clock on CPU."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start = torch.cuda.Event(enable_timing=True)  # type: ignore[no-untyped-call]
+        end = torch.cuda.Event(enable_timing=True)  # type: ignore[no-untyped-call]
         start.record()
         out = fn()
         end.record()

@@ -61,19 +61,15 @@ class Verdicts:
 
 def _score_columns(part: pd.DataFrame, cards: Cards) -> dict[str, OutputCard]:
     outputs = cards.outputs()
-    present = sorted(set(part["metric"]))
+    present = sorted(set(part["metric"].unique()))
     return {m: outputs[m] for m in present if m in outputs and outputs[m].is_score}
 
 
 def _not_applicable(part: pd.DataFrame, entry_column: str) -> set[tuple[str, str]]:
     """(entry, metric) whose rows are all NaN or skipped by design (no errors): e.g. consistency of a
     deterministic method."""
-    out = set()
-    for (entry, metric), rows in part.groupby([entry_column, "metric"]):
-        status = rows["status"]
-        if status.isin(["nan", "skipped"]).all() and len(rows):
-            out.add((str(entry), str(metric)))
-    return out
+    by_design = part["status"].isin(["nan", "skipped"]).groupby([part[entry_column], part["metric"]]).all()
+    return {(str(e), str(m)) for (e, m), flag in by_design.items() if flag}
 
 
 def table_verdicts(
@@ -88,6 +84,7 @@ def table_verdicts(
     """Paired verdicts of the entries (``entry_column``: explainer or model) of one table, per metric."""
     out = Verdicts(title, keys, not_applicable=_not_applicable(part, entry_column))
     columns = _score_columns(part, cards)
+    entries = sorted(set(part[entry_column].unique()))
     for metric, card in columns.items():
         if metrics is not None and metric not in metrics:
             continue
@@ -95,7 +92,7 @@ def table_verdicts(
         values = rows.pivot_table(
             index="sample_id", columns=entry_column, values="scored", aggfunc="first", dropna=False
         )
-        values = values.reindex(columns=sorted(set(part[entry_column])))
+        values = values.reindex(columns=entries)
         seed = stable_hash("verdict", *keys.values(), metric)
         out.by_metric[metric] = compare_entries(values, card.higher_is_better, controls, metric, seed)
         out.values[metric] = values
@@ -238,7 +235,7 @@ def model_table(t: Verdicts, accuracy: pd.DataFrame, compact: bool = False) -> T
 def cost_table(dataset: str, part: pd.DataFrame, cards: Cards) -> Table | None:
     """Time and passes per image (plain numbers) beside the faithfulness metrics' means."""
     outputs = cards.outputs()
-    present = set(part["metric"])
+    present = set(part["metric"].unique())
     costs = [m for m in sorted(present) if m in outputs and not outputs[m].is_score and outputs[m].unit != "megabytes"]
     faithful = [
         m
@@ -319,7 +316,7 @@ def build(
     board, frames, reliability = Leaderboard(), [], []
     explainer_tables, model_tables = [], []
     for (dataset, model), part in results.groupby(["dataset", "model"], sort=True):
-        controls = sorted(e for e in set(part["explainer"]) if cards.is_control(e))
+        controls = sorted(e for e in set(part["explainer"].unique()) if cards.is_control(e))
         t = table_verdicts(
             part, cards, "explainer", f"{dataset} / {model}", {"dataset": dataset, "model": model}, controls
         )
@@ -343,7 +340,7 @@ def build(
     ]
     wanted = model_metrics or localisation
     for (dataset, explainer), part in results.groupby(["dataset", "explainer"], sort=True):
-        if part["model"].nunique() < 2 or not set(part["metric"]) & set(wanted):
+        if part["model"].nunique() < 2 or not set(part["metric"].unique()) & set(wanted):
             continue
         t = table_verdicts(
             part,
@@ -358,9 +355,9 @@ def build(
         board.add("Models by localisation", model_table(t, accuracy))
         frames.append(_frame(t, "models"))
     for dataset, part in results.groupby("dataset", sort=True):
-        table = cost_table(str(dataset), part, cards)
-        if table is not None:
-            board.add("Cost and faithfulness", table)
+        cost = cost_table(str(dataset), part, cards)
+        if cost is not None:
+            board.add("Cost and faithfulness", cost)
     frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     return Board(explainer_tables, model_tables, board, frame, pd.DataFrame(reliability))
 

@@ -128,7 +128,7 @@ def estimate_shape(dataset: Dataset) -> tuple[ImageShape, str]:
     except Exception:  # noqa: BLE001 - an estimate must not fail on unreadable data
         shape = None
     if shape is not None:
-        return tuple(shape), ""
+        return (shape[0], shape[1], shape[2]), ""
     size = getattr(dataset.params, "image_size", None)
     if size is not None:
         shape, source = (3, *size), "the dataset's image_size"

@@ -17,6 +17,7 @@ from typing import Any
 from bench.cards import Cards
 from bench.plan import Cell
 from bench.store import CellRows, CellState, Manifest, RunStore
+from bench.store.manifest import CellStatus
 from bench.tasks import BatchDone, CellDone, CellTask, Event, GroupFacts, GroupReady, SweepPlanned, TaskFailed
 
 
@@ -131,7 +132,9 @@ class Recorder:
 
     def _write(self, cell: Cell, rows: CellRows, seconds: float, backoffs: int, clear_parts: bool) -> None:
         errors = rows.count("error")
-        state = "error" if errors else ("skipped" if rows.count("skipped") == len(rows) and len(rows) else "done")
+        state: CellStatus = (
+            "error" if errors else ("skipped" if rows.count("skipped") == len(rows) and len(rows) else "done")
+        )
         base = cell.explainer.split("@", 1)[0]
         cards = Cards(
             {k: self.cards.metrics[k] for k in cell.metrics},

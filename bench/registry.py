@@ -23,9 +23,15 @@ import importlib
 import os
 from collections.abc import Callable, Iterator
 from importlib.metadata import entry_points
-from typing import Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 from bench.errors import ConfigError
+
+if TYPE_CHECKING:  # annotations only: the registries must not import the components they list
+    from bench.datasets.base import Dataset
+    from bench.explainers.base import Explainer
+    from bench.metrics.base import Metric
+    from bench.models.base import ModelSource
 
 T = TypeVar("T")
 
@@ -110,29 +116,29 @@ class Registry(Generic[T]):
             return self._classes[name]
         if name in self._lazy:
             module_name, attr = self._lazy[name].split(":")
-            cls = getattr(importlib.import_module(module_name), attr)
-            cls.name = name
+            cls = cast("type[T]", getattr(importlib.import_module(module_name), attr))
+            cls.name = name  # type: ignore[attr-defined]
             self._classes[name] = cls
             del self._lazy[name]
             return cls
         for prefix, factory in self._prefixes.items():
             if name.startswith(prefix):
                 module_name, attr = factory.split(":")
-                cls = getattr(importlib.import_module(module_name), attr)(name[len(prefix) :])
-                cls.name = name
-                return cls
+                built = cast("type[T]", getattr(importlib.import_module(module_name), attr)(name[len(prefix) :]))
+                built.name = name  # type: ignore[attr-defined]
+                return built
         hints = self.suggest(name)
         fix = f"did you mean {' or '.join(repr(h) for h in hints)}?" if hints else ""
         fix += f" Run `xbench list` to see every {self.kind}" if fix else f"run `xbench list` to see every {self.kind}"
         raise ConfigError(f"unknown {self.kind} {name!r}", where=where, field=field, fix=fix)
 
 
-DATASETS: Registry = Registry("dataset")
-MODELS: Registry = Registry("model")
-EXPLAINERS: Registry = Registry("explainer")
-METRICS: Registry = Registry("metric")
+DATASETS: Registry[Dataset] = Registry("dataset")
+MODELS: Registry[ModelSource] = Registry("model")
+EXPLAINERS: Registry[Explainer] = Registry("explainer")
+METRICS: Registry[Metric] = Registry("metric")
 
-REGISTRIES: dict[str, Registry] = {
+REGISTRIES: dict[str, Registry[Any]] = {
     "datasets": DATASETS,
     "models": MODELS,
     "explainers": EXPLAINERS,

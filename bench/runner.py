@@ -183,7 +183,7 @@ class Runner:
         all its variants are (known from the manifest once the model was loaded)."""
         if not self._sweeps(cell):
             return self.store.cell_complete(cell.cell_id, cell.metric_identities)
-        variants = manifest.sweeps.get(cell.cell_id)
+        variants = manifest.sweeps.get(cell.cell_id) or []
         return bool(variants) and set(variants) <= self._complete_variants(cell)
 
     def _complete_variants(self, cell: Cell) -> set[str]:

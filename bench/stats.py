@@ -46,13 +46,27 @@ def bootstrap_ci(
 
 def bootstrap_means(values: np.ndarray, seed: int, resamples: int = BOOTSTRAP_RESAMPLES) -> np.ndarray:
     """Means of each column of ``values`` (n, k) under the same ``resamples`` bootstrap resamples of the
-    n rows: (resamples, k). One resample is a multinomial count of each row, so all columns share it
-    (what paired resampling needs) and the work is one matrix product."""
+    n rows: (resamples, k). A resample is how often each row was drawn, shared by all columns (what
+    paired resampling needs), so the work is one matrix product. A column with NaN (images it did not
+    score) takes the mean of its scored rows within each resample: the bootstrap of its own mean, on
+    the same draws as the other columns (NaN in the rare resample that drew none of them)."""
     values = np.asarray(values, dtype=float)
     n = values.shape[0]
     rng = np.random.default_rng(seed)
-    counts = rng.multinomial(n, np.full(n, 1.0 / n), size=resamples).astype(float)
-    return counts @ values / n
+    draws = rng.integers(0, n, size=(resamples, n)) + (np.arange(resamples) * n)[:, None]
+    counts = np.bincount(draws.ravel(), minlength=resamples * n).reshape(resamples, n).astype(float)
+    scored = ~np.isnan(values)
+    if scored.all():
+        return np.asarray(counts @ values / n, dtype=float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.asarray((counts @ np.where(scored, values, 0.0)) / (counts @ scored.astype(float)), dtype=float)
+
+
+def percentile_interval(means: np.ndarray, level: float = LEVEL) -> tuple[np.ndarray, np.ndarray]:
+    """The percentile interval of each column of bootstrap ``means`` (resamples, k)."""
+    alpha = (1 - level) / 2
+    lo, hi = np.nanquantile(means, [alpha, 1 - alpha], axis=0)
+    return lo, hi
 
 
 def paired_t(differences: np.ndarray, level: float = LEVEL) -> tuple[np.ndarray, ...]:
@@ -124,4 +138,4 @@ def kendall_tau(x: np.ndarray, y: np.ndarray) -> float:
 
 def significance_ranks(better: np.ndarray) -> np.ndarray:
     """Rank = 1 + the number of entries significantly better: ``better[j, i]`` says j beats i."""
-    return 1.0 + np.asarray(better, dtype=bool).sum(0)
+    return np.asarray(1.0 + np.asarray(better, dtype=bool).sum(0), dtype=float)

@@ -14,13 +14,14 @@ value; ``exclude`` leaves degenerate samples out of the mean (they stay counted 
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 
 import numpy as np
 import pandas as pd
 
 from bench.seeding import stable_hash
-from bench.stats import LEVEL, bootstrap_means
+from bench.stats import bootstrap_means, percentile_interval
 
 POLICIES = ("declared", "exclude")
 KEY = ["dataset", "model", "explainer", "metric"]
@@ -73,32 +74,30 @@ def _splits(frame: pd.DataFrame, class_names: dict[tuple[str, int], str]) -> Ite
 
 def _stats(values: np.ndarray, seed: int) -> dict[str, np.ndarray]:
     """n, mean, median, std and bootstrap interval of every column of ``values`` (n, k) with NaN for
-    samples a column did not score. Columns with the same scored samples share their resamples."""
+    samples a column did not score; all columns on the same resamples (``stats.bootstrap_means``)."""
     k = values.shape[1]
-    out = {name: np.full(k, np.nan) for name in ("mean", "median", "std", "ci_low", "ci_high")}
     scored = ~np.isnan(values)
-    out["n"] = scored.sum(0).astype(float)
-    groups: dict[bytes, list[int]] = {}
-    for j in range(k):
-        groups.setdefault(np.packbits(scored[:, j]).tobytes(), []).append(j)
-    alpha = (1 - LEVEL) / 2
-    for columns in groups.values():
-        rows = scored[:, columns[0]]
-        block = values[rows][:, columns]
-        if block.shape[0] == 0:
-            continue
-        out["mean"][columns] = block.mean(0)
-        out["median"][columns] = np.median(block, 0)
-        if block.shape[0] > 1:
-            out["std"][columns] = block.std(0, ddof=1)
-            means = bootstrap_means(block, seed + len(columns))
-            out["ci_low"][columns], out["ci_high"][columns] = np.quantile(means, [alpha, 1 - alpha], axis=0)
-        else:
-            out["ci_low"][columns] = out["ci_high"][columns] = block[0]
+    n = scored.sum(0)
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # columns without a scored sample are NaN, on purpose
+        out = {
+            "n": n.astype(float),
+            "mean": np.nanmean(values, 0) if len(values) else np.full(k, np.nan),
+            "median": np.nanmedian(values, 0) if len(values) else np.full(k, np.nan),
+            "std": np.nanstd(values, 0, ddof=1) if len(values) else np.full(k, np.nan),
+        }
+        out["std"] = np.where(n > 1, out["std"], np.nan)
+        out["ci_low"], out["ci_high"] = np.full(k, np.nan), np.full(k, np.nan)
+        rows = scored.any(1)
+        if rows.sum() > 1:
+            lo, hi = percentile_interval(bootstrap_means(values[rows], seed))
+            out["ci_low"], out["ci_high"] = np.where(n > 1, lo, out["mean"]), np.where(n > 1, hi, out["mean"])
+        elif rows.sum() == 1:
+            out["ci_low"], out["ci_high"] = out["mean"].copy(), out["mean"].copy()
     return out
 
 
-def _group_rows(part: pd.DataFrame, class_names: dict[tuple[str, int], str], policy: str) -> list[dict]:
+def _group_rows(part: pd.DataFrame, class_names: dict[tuple[str, int], str], policy: str) -> list[dict[str, object]]:
     """Summary rows of one (dataset, model): every (explainer, metric) column over every split."""
     part = part.assign(scored=scored_values(part, policy))
     wide = part.pivot_table(

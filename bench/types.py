@@ -72,12 +72,15 @@ class Batch:
     def select(self, index: slice | list[int] | torch.Tensor) -> Batch:
         """The sub-batch at ``index`` (a slice or positions)."""
         if isinstance(index, slice):
-            pick = lambda t: t[index]  # noqa: E731
-            ids = self.ids[index]
+            rows = torch.arange(len(self.ids))[index]
         else:
-            positions = torch.as_tensor(index, dtype=torch.long).cpu()
-            pick = lambda t: t[positions.to(t.device)]  # noqa: E731
-            ids = [self.ids[i] for i in positions.tolist()]
+            rows = torch.as_tensor(index, dtype=torch.long).cpu()
+        positions = rows
+
+        def pick(t: torch.Tensor) -> torch.Tensor:
+            return t[rows.to(t.device)]
+
+        ids = [self.ids[i] for i in rows.tolist()]
         originals = None
         if self.original_masks is not None:
             positions_list = list(range(len(self.ids)))[index] if isinstance(index, slice) else positions.tolist()
@@ -128,7 +131,8 @@ class LoadedModel:
         return first.device if first is not None else torch.device("cpu")
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        return self.module(x)
+        out: torch.Tensor = self.module(x)
+        return out
 
     def layer(self, path: str) -> nn.Module:
         """The submodule at ``path``; an error listing the model's layers when absent."""
@@ -142,7 +146,8 @@ class LoadedModel:
                 field="layer",
                 fix="use one of: " + ", ".join(names[:60]) + (" ..." if len(names) > 60 else ""),
             )
-        return modules[path]
+        layer: nn.Module = modules[path]
+        return layer
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from bench.seeding import stable_hash
-from bench.stats import LEVEL, bootstrap_means, holm, paired_t, significance_ranks
+from bench.stats import bootstrap_means, holm, paired_t, percentile_interval, significance_ranks
 
 ALPHA = 0.05
 
@@ -105,7 +105,7 @@ def compare_entries(
         for k, (i, j) in enumerate(pairs):
             diff[i, j], diff_low[i, j], diff_high[i, j], p_holm[i, j] = m[k], lo[k], hi[k], adjusted[k]
             diff[j, i], diff_low[j, i], diff_high[j, i], p_holm[j, i] = -m[k], -hi[k], -lo[k], adjusted[k]
-            differences[(i, j)] = d[:, k]
+            differences[(int(i), int(j))] = d[:, k]
     sign = 1.0 if higher_is_better else -1.0
     with np.errstate(invalid="ignore"):
         better = (p_holm < ALPHA) & (sign * diff > 0)
@@ -133,24 +133,23 @@ def compare_entries(
 
 
 def _own_intervals(matrix: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Each column's percentile bootstrap interval over the samples it scored (columns with the same
-    scored samples share their resamples)."""
+    """Each column's percentile bootstrap interval over the samples it scored, all columns on the same
+    resamples of the images (``stats.bootstrap_means``)."""
     e = matrix.shape[1]
+    n = (~np.isnan(matrix)).sum(0)
     lo, hi = np.full(e, np.nan), np.full(e, np.nan)
-    scored = ~np.isnan(matrix)
-    groups: dict[bytes, list[int]] = {}
-    for j in range(e):
-        if scored[:, j].any():
-            groups.setdefault(np.packbits(scored[:, j]).tobytes(), []).append(j)
-    alpha = (1 - LEVEL) / 2
-    for columns in groups.values():
-        block = matrix[scored[:, columns[0]]][:, columns]
-        if len(block) == 1:
-            lo[columns] = hi[columns] = block[0]
-            continue
-        means = bootstrap_means(block, stable_hash("own", seed, len(block)))
-        lo[columns], hi[columns] = np.quantile(means, [alpha, 1 - alpha], axis=0)
-    return lo, hi
+    rows = ~np.isnan(matrix).all(1)
+    if rows.sum() == 0:
+        return lo, hi
+    block = matrix[rows]
+    means = bootstrap_means(block, stable_hash("own", seed, len(block)))
+    with np.errstate(all="ignore"):
+        lo, hi = percentile_interval(means)
+    single = n == 1
+    if single.any():
+        value = np.nanmax(np.where(np.isnan(matrix), -np.inf, matrix), 0)
+        lo, hi = np.where(single, value, lo), np.where(single, value, hi)
+    return np.where(n > 0, lo, np.nan), np.where(n > 0, hi, np.nan)
 
 
 def verdict_frame(verdict: Verdict) -> pd.DataFrame:

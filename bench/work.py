@@ -67,7 +67,11 @@ class Worker:
 
     def _facts(self, task: CellTask, group: Group) -> GroupFacts:
         cell = task.cell
-        info = {**group.quality(), **{k: v for k, v in group.model.info.items() if k != "key"}}
+        info = {
+            **group.quality(),
+            **{k: v for k, v in group.model.info.items() if k != "key"},
+            "dataset_classes": list(group.dataset.classes),
+        }
         positions = gallery.choose(group, task.settings.gallery_size)
         images = gallery.images_table(group, positions) if positions else None
         return GroupFacts(

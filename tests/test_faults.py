@@ -277,3 +277,28 @@ def test_a_lock_left_by_a_killed_run_is_taken_over(tmp_path: Path, baseline) -> 
 def test_docs_quote_this_modules_fault_counts() -> None:
     text = (ROOT / "docs" / "architecture.md").read_text()
     assert f"{QUICK_KILLS + SLOW_KILLS + 3} SIGKILLs" in text
+
+
+@pytest.mark.slow
+def test_two_runs_needing_the_same_model_train_it_once(tmp_path: Path) -> None:
+    """The model cache is shared by concurrent runs: the second waits for the first's training, then loads it."""
+    cache = tmp_path / "cache"
+    suites = [write_suite(tmp_path, _suite(tmp_path / f"run{i}"), f"s{i}.yaml") for i in (1, 2)]
+    script = "import sys, tests.plugins; from bench.cli import main; sys.exit(main(['train', sys.argv[1]]))"
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", script, str(s)],
+            cwd=ROOT,
+            env=_env(XBENCH_CACHE=str(cache)),
+            stderr=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for s in suites
+    ]
+    outputs = [p.communicate(timeout=600) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0]
+    trained = [(out + err).count("training small_cnn") for out, err in outputs]
+    assert sorted(trained) == [0, 1], "exactly one of the two trained the model"
+    assert sum("reused" in out for out, _ in outputs) == 1
+    assert len(list(cache.glob("models/*/weights.pt"))) == 1 and not list(cache.rglob(".*.tmp-*"))

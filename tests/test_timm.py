@@ -176,4 +176,4 @@ def test_a_random_timm_model_runs_through_a_suite(tmp_path: Path) -> None:
     df = read_results(tmp_path / "run")
     iou = df[df["metric"] == "iou"]
     assert set(iou["model"]) == {"resnet", "vit"} and set(iou["explainer"]) == {"saliency", "gradcam"}
-    assert len(iou) == 2 * 2 * 8 and (iou["status"] == "ok").all()
+    assert len(iou) == 2 * 2 * 8 and iou["status"].isin(["ok", "degenerate"]).all()  # random weights: flat CAMs

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import time
 from pathlib import Path
 
 import numpy as np
@@ -463,9 +462,7 @@ def test_real_subset_indexes_every_image_and_class() -> None:
     voc = REAL_ROOT / "VOCdevkit" / "VOC2012"
     data = VOC2012(VOC2012.Params(root=str(REAL_ROOT), split="train"))
     data.check()
-    start = time.perf_counter()
     refs = data.index("train")
-    assert time.perf_counter() - start < 2.0
     ids = real_ids()
     assert len(ids) == 333
     assert {r.id.rsplit("/", 1)[0] for r in refs} == set(ids)

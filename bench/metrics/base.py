@@ -10,7 +10,7 @@ from typing import ClassVar
 
 import torch
 
-from bench.cards import MetricCard, OutputCard, params_json
+from bench.cards import CurveCard, MetricCard, OutputCard, params_json
 from bench.component import Component
 from bench.explainers.base import Explainer
 from bench.types import Batch, Direction, ImageShape, LoadedModel, Passes
@@ -115,6 +115,11 @@ class Metric(Component):
     units: ClassVar[dict[str, str]] = {}
     unranked: ClassVar[frozenset[str]] = frozenset()  # outputs that describe rather than rank (ROAD's morf, lerf)
     reference: ClassVar[str] = ""
+    curve_axes: ClassVar[dict[str, tuple[str, str]]] = {}  # curve -> (x label, y label); others are not drawn
+
+    def curve_x(self, curve: str) -> tuple[float, ...]:
+        """The x position of each point of ``curve`` when the points are not evenly spaced on [0, 1]."""
+        return ()
 
     def directions(self) -> dict[str, Direction]:
         """Output name -> direction for these params (the class's ``outputs`` unless overridden)."""
@@ -141,6 +146,10 @@ class Metric(Component):
             needs=tuple(sorted(self.needs)),
             outputs=outputs,
             reference=self.reference,
+            curves=tuple(
+                CurveCard(output_name(key, name), x_label, y_label, tuple(self.curve_x(name)))
+                for name, (x_label, y_label) in self.curve_axes.items()
+            ),
         )
 
     def passes(self, image_shape: ImageShape, explainer: Explainer | None = None) -> Passes:

@@ -97,12 +97,16 @@ class _CurveMetric(Metric):
 class Deletion(_CurveMetric):
     """Deletion AUC: target score as the most relevant pixels are removed first (lower is better)."""
 
+    curve_axes: ClassVar[dict[str, tuple[str, str]]] = {"": ("fraction of the pixels removed", "target score")}
+
     outputs: ClassVar[dict[str, Direction]] = {"": Direction.LOWER}
     insertion = False
 
 
 class Insertion(_CurveMetric):
     """Insertion AUC: target score as the most relevant pixels are restored first (higher is better)."""
+
+    curve_axes: ClassVar[dict[str, tuple[str, str]]] = {"": ("fraction of the pixels inserted", "target score")}
 
     Params = InsertionParams
     outputs: ClassVar[dict[str, Direction]] = {"": Direction.HIGHER}
@@ -184,6 +188,7 @@ class PixelFlipping(Metric):
     """
 
     family = "faithfulness"
+    curve_axes: ClassVar[dict[str, tuple[str, str]]] = {"": ("fraction of the pixels flipped", "target score")}
     reference = "quantus.PixelFlipping"
 
     Params = PixelFlippingParams
@@ -235,6 +240,9 @@ class RegionPerturbation(Metric):
     """
 
     family = "faithfulness"
+    curve_axes: ClassVar[dict[str, tuple[str, str]]] = {
+        "": ("fraction of the regions removed", "drop of the target score")
+    }
     unranked: ClassVar[frozenset[str]] = frozenset({"aopc"})  # alternative summaries of the main value
     reference = "quantus.RegionPerturbation"
 
@@ -304,6 +312,9 @@ class IROF(Metric):
     """
 
     family = "faithfulness"
+    curve_axes: ClassVar[dict[str, tuple[str, str]]] = {
+        "": ("fraction of the superpixels removed", "target score / unperturbed")
+    }
     reference = "quantus.IROF"
 
     Params = IROFParams

@@ -188,6 +188,10 @@ class IoUSweep(MaskMetric):
     Params = IoUSweepParams
     outputs: ClassVar[dict[str, Direction]] = {"": Direction.HIGHER}
     degenerate: ClassVar[dict[str, float]] = {"": NO_ANSWER["iou_sweep"]}
+    curve_axes: ClassVar[dict[str, tuple[str, str]]] = {"": ("threshold", "IoU")}
+
+    def curve_x(self, curve: str) -> tuple[float, ...]:
+        return tuple(self.params.thresholds) if curve == "" else ()
 
     def measure(self, attributions: torch.Tensor, mask: torch.Tensor) -> Scores:
         p = self.params

@@ -62,6 +62,9 @@ class ModelParameterRandomisation(Metric):
     """Model parameter randomisation test (Adebayo et al. 2018): similarity to explanations of randomised models."""
 
     family = "randomisation"
+    curve_axes: ClassVar[dict[str, tuple[str, str]]] = {
+        "": ("fraction of the layers randomised, from the output", "similarity to the original map")
+    }
     reference = "quantus.MPRT"
 
     Params = ModelRandomisationParams

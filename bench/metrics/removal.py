@@ -75,7 +75,9 @@ class StepFields(Params):
 
     def steps_for(self, num_pixels: int) -> int:
         """Steps (K) that images of ``num_pixels`` pixels take: ``steps``, or ceil(P / ``pixels_per_step``)."""
-        return self.steps if self.steps is not None else math.ceil(num_pixels / self.pixels_per_step)
+        if self.steps is not None:
+            return self.steps
+        return math.ceil(num_pixels / (self.pixels_per_step or 1))  # one of the two is set (validated)
 
 
 def removal_counts(

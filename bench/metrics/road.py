@@ -69,6 +69,10 @@ class ROAD(Metric):
     """
 
     family = "faithfulness"
+    curve_axes: ClassVar[dict[str, tuple[str, str]]] = {
+        "morf": ("percentage of the pixels imputed (most relevant first)", "change of the target score"),
+        "lerf": ("percentage of the pixels imputed (least relevant first)", "change of the target score"),
+    }
     reference = "pytorch_grad_cam.ROADCombined"
     unranked: ClassVar[frozenset[str]] = frozenset({"morf", "lerf"})  # alternative summaries of the main value
 
@@ -78,6 +82,9 @@ class ROAD(Metric):
         "morf": Direction.LOWER,
         "lerf": Direction.HIGHER,
     }
+
+    def curve_x(self, curve: str) -> tuple[float, ...]:
+        return tuple(self.params.percentages)
 
     def passes(self, image_shape: ImageShape, explainer: Explainer | None = None) -> Passes:
         """The untouched image and one imputed image per percentage and order (MoRF, LeRF)."""

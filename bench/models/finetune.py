@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
+from filelock import FileLock
 from pydantic import Field, model_validator
 from torch import nn
 
@@ -33,29 +33,56 @@ from bench.types import ModelSpec
 PRESETS: dict[str, dict[str, Any]] = {
     # ResNet-50 (ImageNet weights) fine-tuned on CIFAR-10 at 224 input: the SHAP study's protocol.
     "resnet50_cifar10": {
-        "optimizer": "adam", "lr": 1e-4, "weight_decay": 1e-4, "epochs": 10, "batch_size": 32, "dropout": 0.5,
-        "scheduler": "plateau", "augment": ["crop", "flip", "color_jitter"], "input_size": 224,
+        "optimizer": "adam",
+        "lr": 1e-4,
+        "weight_decay": 1e-4,
+        "epochs": 10,
+        "batch_size": 32,
+        "dropout": 0.5,
+        "scheduler": "plateau",
+        "augment": ["crop", "flip", "color_jitter"],
+        "input_size": 224,
     },
     # ResNet-34 on CIFAR-10 (CNN vs ViT study).
     "resnet34_cifar10": {
-        "optimizer": "adam", "lr": 1e-5, "weight_decay": 5e-4, "epochs": 5, "batch_size": 32,
-        "augment": ["crop", "flip"], "input_size": 224,
+        "optimizer": "adam",
+        "lr": 1e-5,
+        "weight_decay": 5e-4,
+        "epochs": 5,
+        "batch_size": 32,
+        "augment": ["crop", "flip"],
+        "input_size": 224,
     },
     # ViT-B/16 on CIFAR-10 (CNN vs ViT study).
     "vit_b16_cifar10": {
-        "optimizer": "adam", "lr": 2e-5, "weight_decay": 0.01, "epochs": 3, "batch_size": 32,
-        "augment": ["crop", "flip"], "input_size": 224,
+        "optimizer": "adam",
+        "lr": 2e-5,
+        "weight_decay": 0.01,
+        "epochs": 3,
+        "batch_size": 32,
+        "augment": ["crop", "flip"],
+        "input_size": 224,
     },
     # AlexNet on CIFAR-10 (CNN vs ViT study; the study gives no protocol: ours, like ResNet-34's).
     "alexnet_cifar10": {
-        "optimizer": "adam", "lr": 1e-5, "weight_decay": 5e-4, "epochs": 5, "batch_size": 32,
-        "augment": ["crop", "flip"], "input_size": 224,
+        "optimizer": "adam",
+        "lr": 1e-5,
+        "weight_decay": 5e-4,
+        "epochs": 5,
+        "batch_size": 32,
+        "augment": ["crop", "flip"],
+        "input_size": 224,
     },
     # The layer-wise study's VGG13, trained from scratch on 32x32 CIFAR-10.
     "vgg13_cifar10_scratch": {
-        "optimizer": "adam", "lr": 1e-3, "epochs": 10, "batch_size": 64, "augment": ["crop", "flip"], "head": "keep",
+        "optimizer": "adam",
+        "lr": 1e-3,
+        "epochs": 10,
+        "batch_size": 64,
+        "augment": ["crop", "flip"],
+        "head": "keep",
     },
-}  # fmt: skip
+}
 
 
 class TrainSpec(Params):
@@ -175,12 +202,58 @@ def finetune_cached(
     key: dict[str, Any],
     name: str,
 ) -> tuple[nn.Module, dict[str, Any]]:
-    """``net`` trained on ``dataset``'s train split with ``spec_train``: cached, resumable."""
+    """``net`` trained on ``dataset``'s train split with ``spec_train``: cached, resumable.
+
+    Training holds a lock in the cache folder: two runs that need the same model train it once (the
+    second waits, then loads what the first wrote); every file is written atomically, so no reader sees
+    a torn one."""
     full_key = {**key, "data": dataset.content_identity(), "train": spec_train.model_dump(mode="json")}
     folder = ctx.cache_dir / "models" / f"{name}-{short_digest(full_key, 16)}"
-    cached = _cached(net, folder, ctx.log)
+    cached = _load_cached(net, folder, ctx)
     if cached is not None:
-        return cached
+        return net, cached
+    folder.mkdir(parents=True, exist_ok=True)
+    with FileLock(folder / ".train.lock", thread_local=False, preserve_lock_file=True):
+        cached = _load_cached(net, folder, ctx)  # another run may have trained it while this one waited
+        if cached is not None:
+            return net, cached
+        return _train(
+            net=net,
+            spec=spec,
+            dataset=dataset,
+            spec_train=spec_train,
+            ctx=ctx,
+            folder=folder,
+            full_key=full_key,
+            name=name,
+        )
+
+
+def _load_cached(net: nn.Module, folder: Path, ctx: ModelContext) -> dict[str, Any] | None:
+    """The cached model's facts (its weights loaded into ``net``), or None when there is no usable cache."""
+    weights, meta_path = folder / "weights.pt", folder / "meta.json"
+    if meta_path.exists() and weights.exists():
+        try:
+            net.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+            return {**json.loads(meta_path.read_text()), "cached": True, "cache_dir": str(folder)}
+        except (RuntimeError, OSError, ValueError, EOFError) as exc:
+            ctx.log(f"cached model in {folder} is unreadable ({exc}); training again")
+    return None
+
+
+def _train(
+    *,
+    net: nn.Module,
+    spec: ModelSpec,
+    dataset: Dataset,
+    spec_train: TrainSpec,
+    ctx: ModelContext,
+    folder: Path,
+    full_key: dict[str, Any],
+    name: str,
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Train (resuming from a partial checkpoint) and write the cache: what ``finetune_cached`` does on a miss."""
+    partial = folder / "partial.pt"
     if "train" not in dataset.splits():
         raise ConfigError(
             f"dataset {dataset.name!r} has no train split to train on",
@@ -188,7 +261,6 @@ def finetune_cached(
             fix="name a dataset with a train split in train.dataset (e.g. cifar10 with its root)",
         )
     frozen = freeze(net, spec_train.freeze)
-    partial = folder / "partial.pt"
     resume = _partial_state(partial)
     ctx.log(f"training {name} on {dataset.name} ({spec_train.epochs} epochs; cached in {folder})")
     begin = time.perf_counter()
@@ -221,28 +293,15 @@ def finetune_cached(
     return net, {**meta, "cached": False, "cache_dir": str(folder)}
 
 
-def _cached(net: nn.Module, folder: Path, log: Callable[[str], None]) -> tuple[nn.Module, dict[str, Any]] | None:
-    """``net`` with the weights cached in ``folder`` and their facts; None when there are none (or they are
-    unreadable: then the model is trained again)."""
-    weights, meta_path = folder / "weights.pt", folder / "meta.json"
-    if not (meta_path.exists() and weights.exists()):
-        return None
-    try:
-        net.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
-        return net, {**json.loads(meta_path.read_text()), "cached": True, "cache_dir": str(folder)}
-    except (RuntimeError, OSError, ValueError, EOFError) as exc:
-        log(f"cached model in {folder} is unreadable ({exc}); training again")
-        return None
-
-
 def _partial_state(partial: Path) -> dict[str, Any] | None:
     """The state an interrupted training run left (``fit``'s checkpoint); None when absent or unreadable."""
     if not partial.exists():
         return None
     try:
-        return torch.load(partial, map_location="cpu", weights_only=True)
+        state: dict[str, Any] = torch.load(partial, map_location="cpu", weights_only=True)
     except (RuntimeError, OSError, ValueError, EOFError):
         return None
+    return state
 
 
 def _test_accuracy(model: nn.Module, dataset: Dataset, spec_train: TrainSpec, ctx: ModelContext) -> dict[str, Any]:

@@ -206,8 +206,13 @@ def _train_epoch(
     _keep_frozen_in_eval(model)
     order = torch.randperm(len(data), generator=gen)
     total, seen = 0.0, 0
-    bar = tqdm(range(0, len(data), spec.batch_size), desc=f"epoch {epoch + 1}/{spec.epochs}", leave=False,
-               disable=not sys.stderr.isatty(), unit="batch")  # fmt: skip
+    bar = tqdm(
+        range(0, len(data), spec.batch_size),
+        desc=f"epoch {epoch + 1}/{spec.epochs}",
+        leave=False,
+        disable=not sys.stderr.isatty(),
+        unit="batch",
+    )
     for i in bar:
         idx = order[i : i + spec.batch_size]
         xb, yb = data.batch(idx)

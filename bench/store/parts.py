@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+from functools import partial
 from pathlib import Path
 
 import pyarrow as pa
@@ -50,7 +51,7 @@ class PartStore:
         digests = {}
         for suffix, table in files.items():
             path = base.with_suffix(suffix)
-            atomic.write_with(path, lambda p, t=table: pq.write_table(t, p))
+            atomic.write_with(path, partial(pq.write_table, table))
             digests[suffix] = file_digest(path)
         atomic.write_json(base.with_suffix(".done"), {"stamp": stamp, "files": digests})
 

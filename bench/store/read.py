@@ -10,6 +10,7 @@ file or a half-written set, even while a run is writing the directory.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,29 @@ def run_dirs(path: Path | str) -> list[Path]:
     if (path / "cells").is_dir():
         return [path]
     return sorted(p.parent for p in path.glob("**/cells") if p.is_dir())
+
+
+def resolve_run(path: Path | str, log: Callable[[str], None] | None = None) -> Path:
+    """The one run directory that ``path`` means: itself, or the only run below it (a suite folder of the
+    Hive layout with one run). Several runs below it are an error that lists them, never a silent mix."""
+    path = Path(path)
+    if (path / "cells").is_dir() or (path / "results.parquet").is_file() or path.is_file():
+        return path
+    runs = run_dirs(path)
+    if len(runs) == 1:
+        if log is not None:
+            log(f"reading the one run below {path}: {runs[0]}")
+        return runs[0]
+    if not runs:
+        raise DataError(
+            f"{path} holds no xbench run (no cells/ folder below it)",
+            fix="give a run directory, by default runs/suite=<suite>/run=<id>",
+        )
+    listed = ", ".join(str(r.relative_to(path)) for r in runs[:8]) + (" ..." if len(runs) > 8 else "")
+    raise DataError(
+        f"{path} holds {len(runs)} runs ({listed})",
+        fix=f"give one of them, e.g. {runs[-1]}; to follow a metric across them use `xbench history {path}`",
+    )
 
 
 def result_files(path: Path | str) -> list[Path]:

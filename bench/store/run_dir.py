@@ -30,7 +30,7 @@ import shutil
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pandas as pd
 import pyarrow as pa
@@ -39,7 +39,7 @@ import pyarrow.parquet as pq
 from bench import atomic
 from bench.errors import OutputError
 from bench.store.lock import RunLock
-from bench.store.manifest import CellState, Manifest, Quarantined
+from bench.store.manifest import CellState, CellStatus, Manifest, Quarantined
 from bench.store.parts import PartStore, file_digest
 from bench.store.schema import PREDICTION_SCHEMA, SCHEMA_VERSION, CellRows, check_table
 
@@ -93,7 +93,7 @@ class RunStore:
 
     # ------------------------------------------------------------ writing (driver only)
 
-    def _write(self, path: Path, writer: Callable[[Path], None]) -> None:
+    def _write(self, path: Path, writer: Callable[[Path], object]) -> None:
         try:
             atomic.write_with(path, writer)
         except OSError as exc:
@@ -268,7 +268,7 @@ class RunStore:
             if meta is None:
                 continue
             path, keys = self.cell_path(cell_id), meta.get("cell", {}).get("keys", ["", "", ""])
-            status = meta.get("status") or ("error" if meta.get("errors") else "done")
+            status = cast("CellStatus", meta.get("status") or ("error" if meta.get("errors") else "done"))
             manifest.cells[cell_id] = CellState(
                 dataset=state.dataset if state else keys[0],
                 model=state.model if state else keys[1],
