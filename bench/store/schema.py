@@ -161,6 +161,8 @@ class CellRows:
     def add(self, metric: MetricColumns, sample: SampleColumns, value: float, status: str, message: str | None) -> None:
         if self.cell is None:
             raise ValueError("CellRows.add needs the cell's columns")
+        if not isinstance(metric, MetricColumns) or not isinstance(sample, SampleColumns):
+            raise TypeError("rows are built from MetricColumns and SampleColumns, not free dicts")
         if status not in STATUSES:
             raise ValueError(f"unknown row status {status!r}; one of {', '.join(STATUSES)}")
         row = {
