@@ -73,6 +73,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     preflight(suite, missing=None if args.strict else missing)
     cells = build_plan(suite)
     estimates = estimate(suite, cells)
+    seconds = _estimated_seconds(suite, estimates, missing) if args.time else {}
     rows = [
         [
             e.cell.dataset,
@@ -82,21 +83,29 @@ def _cmd_validate(args: argparse.Namespace) -> int:
             e.images,
             f"{e.passes.forward:,.0f}",
             f"{e.passes.backward:,.0f}",
+            _duration(seconds.get(e.cell.cell_id)),
         ]
         for e in estimates
     ]
     print(f"suite {suite.name!r} ({suite.path}) is valid; output: {suite.output_dir}")
-    print(
-        tabulate(
-            rows,
-            headers=["dataset", "model", "explainer", "metrics", "images", "forward", "backward"],
-            tablefmt="github",
-        )
-    )
+    headers = ["dataset", "model", "explainer", "metrics", "images", "forward", "backward", "time (est.)"]
+    print(tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True))
     fwd = sum(e.passes.forward for e in estimates)
     bwd = sum(e.passes.backward for e in estimates)
     images = sum(e.images for e in estimates)
     print(f"\n{len(cells)} cells, {images} explained images, about {fwd:,.0f} forward and {bwd:,.0f} backward passes")
+    if seconds:
+        total = sum(seconds.values())
+        top = sorted(seconds.items(), key=lambda kv: -kv[1])[:3]
+        share = sum(v for _, v in top) / total if total else 0.0
+        labels = {e.cell.cell_id: e.cell.label for e in estimates}
+        print(
+            f"estimated time of the model passes on this machine: {_duration(total)} "
+            f"({len(seconds)} of {len(cells)} cells timed); the slowest {len(top)} take {share:.0%}: "
+            + ", ".join(f"{labels[k]} {_duration(v)}" for k, v in top)
+        )
+    for note in sorted({e.shape_note for e in estimates if e.shape_note}):
+        print(f"note: passes {note}")
     notes: dict[str, set[str]] = {}
     for cell in cells:
         for metric, reason in cell.dropped_metrics.items():
@@ -106,6 +115,36 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     for problem in missing:
         print(f"not available on this machine (xbench run would stop here): {problem}")
     return EXIT_OK
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    if seconds < 1:
+        return f"{seconds * 1000:.0f} ms"
+    if seconds < 90:
+        return f"{seconds:.1f} s"
+    return f"{seconds / 60:.1f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
+
+
+def _estimated_seconds(suite: Any, estimates: list[Any], missing: list[str]) -> dict[str, float]:
+    """Cell id -> estimated seconds of its model passes, from a per-model pass timing on this machine
+    (``bench.calibration``: cached, or measured once on random images). Models that are missing or not
+    trained yet are not timed."""
+    from bench.calibration import pass_timing
+    from bench.environment import resolve_device
+
+    device = resolve_device(suite.config.device)
+    timings: dict[tuple[str, str], Any] = {}
+    out = {}
+    for e in estimates:
+        key = (e.cell.dataset, e.cell.model)
+        if key not in timings:
+            source, dataset = suite.models[e.cell.model], suite.datasets[e.cell.dataset]
+            timings[key] = None if missing else pass_timing(source, dataset, e.image_shape, device)
+        if timings[key] is not None:
+            out[e.cell.cell_id] = timings[key].seconds(e.passes.forward, e.passes.backward)
+    return out
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -349,6 +388,13 @@ def build_parser() -> argparse.ArgumentParser:
     validate = sub.add_parser("validate", help="check a suite and print the grid it would run")
     validate.add_argument("suite")
     validate.add_argument("--strict", action="store_true", help="fail when data or weights are not on this machine")
+    validate.add_argument(
+        "--time",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="estimate each cell's time from a pass timing of its model on this machine (cached; "
+        "models not trained yet are not timed)",
+    )
     validate.set_defaults(func=_cmd_validate)
 
     cache = sub.add_parser("cache", help="the attribution cache: info, or prune old entries")

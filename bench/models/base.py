@@ -35,6 +35,11 @@ class ModelContext:
     device: torch.device
     cache_dir: Path = field(default_factory=cache_root)
     log: Callable[[str], None] = print
+    allow_training: bool = True  # False: a model that is not trained yet raises TrainingRequired instead
+
+
+class TrainingRequired(Exception):
+    """Loading the model would train it first (``ModelContext.allow_training`` is False)."""
 
 
 class ImageClassifier(nn.Module):

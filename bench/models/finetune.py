@@ -25,7 +25,7 @@ from bench import atomic
 from bench.component import Params
 from bench.datasets.base import Dataset, stratified_sample
 from bench.errors import ConfigError, DataError
-from bench.models.base import ImageClassifier, ModelContext
+from bench.models.base import ImageClassifier, ModelContext, TrainingRequired
 from bench.models.training import TrainData, evaluate, fit, split_train_val
 from bench.seeding import short_digest
 from bench.types import ModelSpec
@@ -212,6 +212,8 @@ def finetune_cached(
     cached = _load_cached(net, folder, ctx)
     if cached is not None:
         return net, cached
+    if not ctx.allow_training:
+        raise TrainingRequired(f"{name} is not trained yet (it trains on first use, cached in {folder})")
     folder.mkdir(parents=True, exist_ok=True)
     with FileLock(folder / ".train.lock", thread_local=False, preserve_lock_file=True):
         cached = _load_cached(net, folder, ctx)  # another run may have trained it while this one waited
