@@ -101,19 +101,29 @@ def forest(rows: pd.DataFrame, title: str) -> bytes | None:
     return png(fig)
 
 
-def model_selection(rows: pd.DataFrame, accuracy: pd.DataFrame, title: str) -> bytes | None:
-    """Per (explainer, localisation metric): each model's score with its 95 % interval against its accuracy on
-    the explained images. ``rows``: model-view verdict rows (explainer, entry = model, metric, mean, ci)."""
-    if rows.empty:
+def model_selection(rows: pd.DataFrame, title: str) -> bytes | None:
+    """Per (explainer, localisation metric): each model's score with its 95 % interval against its accuracy
+    with its interval, on the same explained images. ``rows``: model-view verdict rows (explainer, entry =
+    model, metric, mean, ci_low, ci_high), the accuracy among them as metric "accuracy"."""
+    accuracy = rows[rows["metric"] == "accuracy"]
+    scores = rows[rows["metric"] != "accuracy"]
+    if scores.empty or accuracy.empty:
         return None
-    acc = accuracy.set_index("model")["accuracy"] if not accuracy.empty else pd.Series(dtype=float)
-    panels = list(rows.groupby(["explainer", "metric"], sort=True))
+    panels = list(scores.groupby(["explainer", "metric"], sort=True))
     fig, axes = _grid(len(panels), width=4.0, height=3.4)
     for ax, ((explainer, metric), part) in zip(axes, panels, strict=True):
-        x = [float(acc.get(m, np.nan)) for m in part["entry"]]
-        low = (part["mean"] - part["ci_low"]).clip(lower=0).fillna(0)
-        high = (part["ci_high"] - part["mean"]).clip(lower=0).fillna(0)
-        ax.errorbar(x, part["mean"], yerr=[low, high], fmt="o", capsize=3)
+        acc = accuracy[accuracy["explainer"] == explainer].set_index("entry")
+        part = part[part["entry"].isin(acc.index)]
+        x = acc.loc[part["entry"], "mean"].to_numpy(dtype=float)
+        x_err = [
+            np.clip(x - acc.loc[part["entry"], "ci_low"].to_numpy(dtype=float), 0, None),
+            np.clip(acc.loc[part["entry"], "ci_high"].to_numpy(dtype=float) - x, 0, None),
+        ]
+        y_err = [
+            (part["mean"] - part["ci_low"]).clip(lower=0).fillna(0),
+            (part["ci_high"] - part["mean"]).clip(lower=0).fillna(0),
+        ]
+        ax.errorbar(x, part["mean"], xerr=x_err, yerr=y_err, fmt="o", capsize=3)
         for xi, yi, name in zip(x, part["mean"], part["entry"], strict=True):
             ax.annotate(str(name), (xi, yi), fontsize=7, xytext=(4, 4), textcoords="offset points")
         ax.set_xlabel("accuracy on the explained images", fontsize=9)

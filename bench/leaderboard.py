@@ -42,6 +42,7 @@ class Verdicts:
     values: dict[str, pd.DataFrame] = field(default_factory=dict)
     outputs: dict[str, OutputCard] = field(default_factory=dict)
     not_applicable: set[tuple[str, str]] = field(default_factory=set)  # (entry, metric) by design
+    accuracy: Verdict | None = None  # models view: the models' correctness on the same images, compared paired
 
     @property
     def ranked(self) -> list[str]:
@@ -202,20 +203,41 @@ def control_sentences(t: Verdicts) -> list[str]:
     return out
 
 
+def accuracy_verdict(part: pd.DataFrame, keys: dict[str, str]) -> Verdict | None:
+    """The models' accuracy on the images they explained, compared paired like a metric: per image, 1 when the
+    top-1 is the target class (or in its class set), 0 when not; images without a known answer are left out."""
+    rows = part.drop_duplicates(["model", "sample_id"])[["model", "sample_id", "correct"]]
+    if rows["correct"].isna().all():
+        return None
+    values = rows.assign(hit=rows["correct"].astype("float")).pivot_table(
+        index="sample_id", columns="model", values="hit", aggfunc="first", dropna=False
+    )
+    return compare_entries(values, True, metric="accuracy", seed=stable_hash("accuracy", *keys.values()))
+
+
 def model_table(t: Verdicts, accuracy: pd.DataFrame, compact: bool = False) -> Table:
-    """Models compared paired on the localisation metrics, with their accuracy on the explained images."""
+    """Models compared paired on the localisation metrics, with their accuracy on the explained images
+    (paired too: the same images)."""
     entries = sorted({e for v in t.by_metric.values() for e in v.entries})
     acc = accuracy.set_index(["dataset", "model"]) if not accuracy.empty else pd.DataFrame()
     dataset = t.keys["dataset"]
     headers = [
         "model",
-        "accuracy",
+        "accuracy ↑",
         "mean rank",
         *[f"{m} {'↑' if t.outputs[m].higher_is_better else '↓'}" for m in t.outputs],
     ]
     rows = []
     for entry in _order(t, entries, set()):
-        a = acc.loc[(dataset, entry)] if (dataset, entry) in acc.index else {}
+        if t.accuracy is not None and entry in t.accuracy.entries:
+            accuracy_cell = (
+                _cell(t.accuracy, entry, True, False)
+                if not compact
+                else fmt_value(t.accuracy.mean[t.accuracy.index(entry)], 3)
+            )
+        else:
+            a = acc.loc[(dataset, entry)] if (dataset, entry) in acc.index else {}
+            accuracy_cell = fmt_value(a.get("accuracy", math.nan))
         cells = []
         for m in t.outputs:
             v = t.by_metric[m]
@@ -224,10 +246,11 @@ def model_table(t: Verdicts, accuracy: pd.DataFrame, compact: bool = False) -> T
                 cells.append("" if i < 0 or v.n[i] == 0 else f"{fmt_value(v.mean[i], 3)} ({int(v.rank[i])})")
             else:
                 cells.append(_cell(v, entry, t.outputs[m].ranked, False))
-        rows.append([entry, fmt_value(a.get("accuracy", math.nan)), fmt_value(t.mean_rank(entry), 2), *cells])
+        rows.append([entry, accuracy_cell, fmt_value(t.mean_rank(entry), 2), *cells])
     note = (
         "mean [95% bootstrap CI] (paired rank across models, on the images every model scored; Holm-corrected); "
-        "accuracy on the explained images under the suite's target rule"
+        "accuracy: the share of those images whose top-1 is the target class (in its class set for mapped "
+        "targets), compared paired in the same way; the mean rank counts the localisation metrics only"
     )
     return Table(t.title, headers, rows, "" if compact else note)
 
@@ -351,6 +374,7 @@ def build(
             [],
             wanted,
         )
+        t.accuracy = accuracy_verdict(part, t.keys)
         model_tables.append(t)
         board.add("Models by localisation", model_table(t, accuracy))
         frames.append(_frame(t, "models"))
@@ -369,6 +393,11 @@ def _frame(t: Verdicts, view: str) -> pd.DataFrame:
         )
         for m, v in t.by_metric.items()
     ]
+    if t.accuracy is not None:
+        v = t.accuracy
+        parts.append(
+            verdict_frame(v).assign(view=view, **t.keys, mean_rank=[t.mean_rank(e) for e in v.entries], ranked=False)
+        )
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
 
 

@@ -196,13 +196,12 @@ def _verdicts(report: Report, view: RunView) -> None:
             report.table(model_table(t, view.quality))
         rows = view.board.frame[view.board.frame["view"] == "models"]
         for dataset, part in rows.groupby("dataset"):
-            acc = view.quality[view.quality["dataset"] == dataset] if not view.quality.empty else view.quality
             report.figure(
                 f"models__{_safe(str(dataset))}.png",
-                figures.model_selection(part, acc, str(dataset)),
-                "Model selection: each model's localisation score (mean, 95 % interval) against its "
-                "accuracy on the explained images, one panel per explainer and metric. Up and right is "
-                "better on both; the table above says which differences are significant (paired).",
+                figures.model_selection(part, str(dataset)),
+                "Model selection: each model's localisation score against its accuracy on the same explained "
+                "images (means with 95 % intervals), one panel per explainer and metric. Up and right is better "
+                "on both; the table above says which differences are significant (paired, Holm-corrected).",
             )
 
 

@@ -214,3 +214,24 @@ def test_vgg13_cifar_loads_a_checkpoint_instead_of_training(tmp_path: Path) -> N
     assert not source.trains() and model.spec.target_layer == "net.0.13"  # the last ReLU of the features
     assert model.module(torch.rand(2, 3, 32, 32)).shape == (2, 5)
     assert model.info["checkpoint"] == str(checkpoint)
+
+
+@pytest.mark.parametrize(
+    ("name", "params"), [("efficientnet_lite0", {"weights": "none"}), ("resnet34", {"weights": "none"})]
+)
+def test_untrained_models_are_the_same_network_on_every_load(name: str, params: dict) -> None:
+    """An untrained control model must not change between runs: cells reused from one run and predictions of
+    the next would otherwise describe two different networks."""
+    import torch
+
+    from bench.datasets.synthetic import Synthetic
+    from bench.models.base import ModelContext
+    from bench.registry import MODELS, load_builtin_components
+
+    load_builtin_components()
+    cls = MODELS.get(name)
+    loads = [
+        cls(cls.Params(**params)).load(ModelContext(dataset=Synthetic(), device=torch.device("cpu"))) for _ in range(2)
+    ]
+    first, second = (m.module.state_dict() for m in loads)
+    assert all(torch.equal(first[k], second[k]) for k in first)

@@ -45,9 +45,20 @@ def _run(path: Path, *extra: str) -> int:
 
 
 @pytest.fixture
-def calls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def calls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, model_cache: Path) -> Path:
+    """Counts explainer calls, with an attribution cache of this test's own.
+
+    The session's trained models are shared (linked), but the attributions are not: another
+    test that ran ``test_counted`` on the same data earlier would otherwise have filled the
+    cache, and this test would count zero calls.
+    """
     path = tmp_path / "calls.log"
     monkeypatch.setenv("XBENCH_TEST_CALLS", str(path))
+    own = tmp_path / "cache"
+    own.mkdir()
+    (model_cache / "models").mkdir(parents=True, exist_ok=True)
+    (own / "models").symlink_to(model_cache / "models", target_is_directory=True)
+    monkeypatch.setenv("XBENCH_CACHE", str(own))
     return path
 
 
@@ -70,10 +81,10 @@ def test_adding_a_metric_reuses_cached_attributions(tmp_path: Path, calls: Path)
     pd.testing.assert_frame_equal(_values(tmp_path / "a"), _values(tmp_path / "b"))
 
 
-def test_corrupt_cache_entries_are_recomputed(tmp_path: Path, calls: Path, model_cache: Path) -> None:
+def test_corrupt_cache_entries_are_recomputed(tmp_path: Path, calls: Path) -> None:
     path = write_suite(tmp_path, tiny_suite(explainers=["test_counted"], metrics=METRICS, output=str(tmp_path / "a")))
     assert _run(path) == 0
-    entries = sorted((model_cache / "attributions").glob("*/*/*/*.npz"), key=lambda p: p.stat().st_mtime)[-16:]
+    entries = sorted((tmp_path / "cache" / "attributions").glob("*/*/*/*.npz"), key=lambda p: p.stat().st_mtime)[-16:]
     entries[0].write_bytes(entries[0].read_bytes()[:40])  # truncated
     entries[1].write_bytes(b"garbage")
     before = _calls(calls)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import importlib
 from typing import Any, ClassVar
 
+import torch
 from pydantic import Field
 
 from bench.component import Params
@@ -90,7 +91,9 @@ class EfficientNetLite(ModelSource):
     def load(self, ctx: ModelContext) -> LoadedModel:
         p = self.params
         efficientnet, model_file, _ = _imports(self.variant)
-        net = efficientnet.from_name(self.arch, num_classes=p.num_classes)  # same padding for its own input side
+        with torch.random.fork_rng(devices=[]):  # weights: none is a fixed random network, the same on every run
+            torch.manual_seed(0)
+            net = efficientnet.from_name(self.arch, num_classes=p.num_classes)  # same padding for its own input side
         info: dict[str, Any] = {"architecture": self.arch.replace("-", "_"), "weights": p.weights}
         if p.checkpoint:
             load_into(net, read_state_dict(p.checkpoint), p.checkpoint)
