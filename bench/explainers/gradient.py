@@ -11,20 +11,22 @@ from __future__ import annotations
 
 from abc import abstractmethod
 from collections.abc import Sequence
+from types import ModuleType
 from typing import Literal
 
 import torch
-from captum.attr import DeepLift as CaptumDeepLift
-from captum.attr import GuidedBackprop as CaptumGuidedBackprop
-from captum.attr import GuidedGradCam as CaptumGuidedGradCam
-from captum.attr import InputXGradient as CaptumInputXGradient
-from captum.attr import IntegratedGradients as CaptumIG
-from captum.attr import Saliency as CaptumSaliency
 from pydantic import Field
 
 from bench.explainers.base import Explainer, ReduceFields, Reduction, reduce_channels
 from bench.perturb import BaselineFields, make_baseline
 from bench.types import LoadedModel, Passes
+
+
+def captum_attr() -> ModuleType:
+    """``captum.attr``, imported on first use: about half a second that ``xbench list`` and ``validate`` skip."""
+    import captum.attr
+
+    return captum.attr
 
 
 class ChannelExplainer(Explainer):
@@ -61,7 +63,7 @@ class Saliency(ChannelExplainer):
     def channel_attributions(
         self, model: LoadedModel, x: torch.Tensor, target: torch.Tensor, seeds: Sequence[int]
     ) -> torch.Tensor:
-        return CaptumSaliency(model.module).attribute(_grad_input(x), target=target, abs=False)
+        return captum_attr().Saliency(model.module).attribute(_grad_input(x), target=target, abs=False)
 
 
 class InputXGradientParams(ReduceFields):
@@ -78,7 +80,7 @@ class InputXGradient(ChannelExplainer):
     def channel_attributions(
         self, model: LoadedModel, x: torch.Tensor, target: torch.Tensor, seeds: Sequence[int]
     ) -> torch.Tensor:
-        return CaptumInputXGradient(model.module).attribute(_grad_input(x), target=target)
+        return captum_attr().InputXGradient(model.module).attribute(_grad_input(x), target=target)
 
 
 class GuidedBackpropParams(ReduceFields):
@@ -99,7 +101,7 @@ class GuidedBackprop(ChannelExplainer):
     def channel_attributions(
         self, model: LoadedModel, x: torch.Tensor, target: torch.Tensor, seeds: Sequence[int]
     ) -> torch.Tensor:
-        return CaptumGuidedBackprop(model.module).attribute(_grad_input(x), target=target)
+        return captum_attr().GuidedBackprop(model.module).attribute(_grad_input(x), target=target)
 
 
 class GuidedGradCAMParams(GuidedBackpropParams):
@@ -127,8 +129,10 @@ class GuidedGradCAM(ChannelExplainer):
         self, model: LoadedModel, x: torch.Tensor, target: torch.Tensor, seeds: Sequence[int]
     ) -> torch.Tensor:
         layer = model.layer(self.params.layer or model.spec.target_layer)
-        return CaptumGuidedGradCam(model.module, layer).attribute(
-            _grad_input(x), target=target, interpolate_mode=self.params.upsample
+        return (
+            captum_attr()
+            .GuidedGradCam(model.module, layer)
+            .attribute(_grad_input(x), target=target, interpolate_mode=self.params.upsample)
         )
 
 
@@ -156,7 +160,7 @@ class DeepLift(ChannelExplainer):
         self, model: LoadedModel, x: torch.Tensor, target: torch.Tensor, seeds: Sequence[int]
     ) -> torch.Tensor:
         baseline = make_baseline(x, self.params, seeds)
-        return CaptumDeepLift(model.module).attribute(_grad_input(x), baselines=baseline, target=target)
+        return captum_attr().DeepLift(model.module).attribute(_grad_input(x), baselines=baseline, target=target)
 
 
 class IntegratedGradientsParams(ReduceFields, BaselineFields):
@@ -182,11 +186,15 @@ class IntegratedGradients(ChannelExplainer):
     ) -> torch.Tensor:
         p = self.params
         baseline = make_baseline(x, p, seeds)
-        return CaptumIG(model.module).attribute(
-            x,
-            baselines=baseline,
-            target=target,
-            n_steps=p.n_steps,
-            method=p.method,
-            internal_batch_size=p.internal_batch_size,
+        return (
+            captum_attr()
+            .IntegratedGradients(model.module)
+            .attribute(
+                x,
+                baselines=baseline,
+                target=target,
+                n_steps=p.n_steps,
+                method=p.method,
+                internal_batch_size=p.internal_batch_size,
+            )
         )
