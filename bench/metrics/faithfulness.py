@@ -39,6 +39,7 @@ import torch
 from pydantic import Field, model_validator
 
 from bench.component import Params
+from bench.explainers.base import ForwardBatch, forward_batch_size
 from bench.explainers.superpixels import slic_segments
 from bench.metrics.base import Metric, MetricInput, Scores
 from bench.perturb import BaselineFields, BaselineKind, make_baseline, pixel_ranks
@@ -55,7 +56,16 @@ NON_FINITE = "the model returned a non-finite score"
 
 class OutputFields(Params):
     output: OutputKind = Field("probability", description="softmax probability or raw logit of the target")
-    forward_batch: int = Field(256, ge=1, le=65536, description="perturbed images per forward pass (memory bound)")
+    forward_batch: ForwardBatch = Field(
+        "auto", description="perturbed images per forward pass, or auto (bounded by the image size and device)"
+    )
+
+    def forward_batch_on(self, x: torch.Tensor) -> int:
+        """Images per forward pass for images like ``x`` (``bench.explainers.base.forward_batch_size``). Measured
+        on 2 CPU cores, ResNet-50 at 224 px: 182 ms/image at 64 images per pass against 117 at 16 with glibc's
+        default allocator, 72 against 57 with the tuned one; the old default (256) forwarded all 136 images of
+        a deletion curve of 8 images at once."""
+        return forward_batch_size(self.forward_batch, x)
 
 
 class StepFields(Params):
@@ -306,7 +316,7 @@ def output_scores(model: LoadedModel, x: torch.Tensor, target: torch.Tensor, p: 
         len(x),
         lambda rows: (x[rows], target[rows]),
         output=p.output,
-        forward_batch=p.forward_batch,
+        forward_batch=p.forward_batch_on(x),
         device=x.device,
     )
 
@@ -336,7 +346,7 @@ class _CurveMetric(Metric):
             counts,
             insertion=self.insertion,
             output=p.output,
-            forward_batch=p.forward_batch,
+            forward_batch=p.forward_batch_on(x),
         )
         if p.steps is not None:
             auc = normalised_auc(curves)
@@ -451,7 +461,7 @@ class FaithfulnessCorrelation(Metric):
             image_index,
             changed,
             output=p.output,
-            forward_batch=p.forward_batch,
+            forward_batch=p.forward_batch_on(x),
         ).view(n, p.nr_runs + 1)
         drops = scores[:, :1] - scores[:, 1:]
         sums = inp.attributions.flatten(1).gather(1, subsets.view(n, -1)).view(n, p.nr_runs, -1).sum(-1)
@@ -511,7 +521,7 @@ class PixelFlipping(Metric):
             inp.batch.target,
             counts,
             output=p.output,
-            forward_batch=p.forward_batch,
+            forward_batch=p.forward_batch_on(x),
         )
         auc = unit_trapezoid(curves)
         return Scores(values={"": auc}, curves={"": curves}, reasons=nan_reasons(auc))
@@ -594,7 +604,7 @@ class RegionPerturbation(Metric):
             inp.batch.target,
             counts,
             output=p.output,
-            forward_batch=p.forward_batch,
+            forward_batch=p.forward_batch_on(x),
         )
         drops = scores[:, :1] - scores[:, 1:]
         auc = unit_trapezoid(drops)
@@ -673,7 +683,7 @@ class IROF(Metric):
             image_index,
             removed,
             output=p.output,
-            forward_batch=p.forward_batch,
+            forward_batch=p.forward_batch_on(x),
         )
         reference, perturbed = scores[removed == 0], scores[removed > 0]
         valid = torch.arange(k_max, device=dev)[None, :] < sizes[:, None]

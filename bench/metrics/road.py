@@ -196,7 +196,7 @@ class ROAD(Metric):
             return imputed_images(x[i], removed, p.noise_std, seeds, salts), target[i]
 
         scores = chunked_scores(
-            inp.model, 2 * n * k, build, output=p.output, forward_batch=p.forward_batch, device=x.device
+            inp.model, 2 * n * k, build, output=p.output, forward_batch=p.forward_batch_on(x), device=x.device
         ).view(2, n, k)
         changes = scores - output_scores(inp.model, x, target, p)[None, :, None]
         morf, lerf = changes[0].mean(1), changes[1].mean(1)
