@@ -58,14 +58,17 @@ def gaussian_blur(x: torch.Tensor, kernel: int, sigma: float) -> torch.Tensor:
 
     The same operations as torchvision's ``gaussian_blur`` (a normalised 2-D kernel, reflect
     padding, a grouped convolution), so the same numbers, without importing torchvision (whose
-    import costs seconds: it loads ``torch._dynamo``). ``tests/test_faithfulness.py`` compares them.
+    import costs seconds: it loads ``torch._dynamo``). ``tests/test_faithfulness.py`` compares them. Never
+    autocast: under ``precision: bf16`` the convolution returned bf16 images, which deletion and insertion
+    could not mix with the float32 images (``torch.lerp`` refused them).
     """
-    half = (kernel - 1) * 0.5
-    pdf = torch.exp(-0.5 * (torch.linspace(-half, half, kernel, dtype=x.dtype, device=x.device) / sigma).pow(2))
-    k1 = pdf / pdf.sum()
-    k2 = torch.mm(k1[:, None], k1[None, :]).expand(x.shape[-3], 1, kernel, kernel)
-    padded = F.pad(x, [kernel // 2] * 4, mode="reflect")
-    return F.conv2d(padded, k2, groups=x.shape[-3])
+    with torch.autocast(device_type=x.device.type, enabled=False):  # a baseline in the images' own precision
+        half = (kernel - 1) * 0.5
+        pdf = torch.exp(-0.5 * (torch.linspace(-half, half, kernel, dtype=x.dtype, device=x.device) / sigma).pow(2))
+        k1 = pdf / pdf.sum()
+        k2 = torch.mm(k1[:, None], k1[None, :]).expand(x.shape[-3], 1, kernel, kernel)
+        padded = F.pad(x, [kernel // 2] * 4, mode="reflect")
+        return F.conv2d(padded, k2, groups=x.shape[-3])
 
 
 def pixel_ranks(attr: torch.Tensor) -> torch.Tensor:

@@ -123,3 +123,13 @@ def test_native_blur_equals_torchvision(kernel: int, sigma: float, channels: int
     x = torch.rand(4, channels, 19, 23, generator=torch.Generator().manual_seed(kernel))
     expected = tf.gaussian_blur(x, [kernel, kernel], [sigma, sigma])
     torch.testing.assert_close(gaussian_blur(x, kernel, sigma), expected, rtol=0, atol=0)
+
+
+def test_blur_baseline_under_bf16_autocast() -> None:
+    """precision: bf16 runs metrics under autocast: the blur baseline stays in the images' dtype (it was
+    bf16, and insertion failed mixing it with the float32 images)."""
+    x = torch.rand(2, 3, 16, 16)
+    with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
+        blur = make_baseline(x, BaselineFields(baseline="blur", blur_sigma=2.0))
+    assert blur.dtype == torch.float32
+    torch.testing.assert_close(blur, make_baseline(x, BaselineFields(baseline="blur", blur_sigma=2.0)))
