@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -154,3 +155,52 @@ def test_tuned_allocator_stops_the_page_faults() -> None:
     # one output's pages are new (measured 163,000 against 6,300)
     assert runs["default"]["faults"] > 40_000
     assert runs["tuned"]["faults"] < runs["default"]["faults"] / 5
+
+
+TRAINING = """
+import json, os, sys
+from bench import fastpath
+setting = sys.argv[1]
+applied = fastpath.configure(threads=setting if setting == "auto" else int(setting), allocator="tuned")
+import torch
+torch.set_num_threads(2)  # what auto might have picked on an idle machine
+with fastpath.training_threads() as inside:
+    during = torch.get_num_threads()
+print(json.dumps({"inside": inside, "during": during, "after": torch.get_num_threads(),
+                  "allocator": applied.allocator, "released": fastpath.release_memory()}))
+"""
+
+
+@pytest.mark.parametrize(("setting", "expected"), [("auto", 1), ("2", 2)])
+def test_training_threads_do_not_follow_the_load(setting: str, expected: int) -> None:
+    """A trained model depends on the thread count, so auto (which follows the load) trains on one thread."""
+    done = subprocess.run([sys.executable, "-c", TRAINING, setting], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["inside"] == result["during"] == expected and result["after"] == 2
+
+
+def test_glibc_variables_win_over_the_tuned_thresholds() -> None:
+    env = {**os.environ, "MALLOC_TRIM_THRESHOLD_": str(64 << 20)}
+    done = subprocess.run([sys.executable, "-c", TRAINING, "auto"], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["allocator"] == "set by MALLOC_TRIM_THRESHOLD_"
+
+
+def test_small_cnn_pooling_equals_max_pool2d() -> None:
+    """The small CNN's pooling takes strided maxima where no gradient flows (torch's NCHW kernel is slow):
+    the same values as nn.MaxPool2d, NaN included, and nn.MaxPool2d itself when a gradient is needed."""
+    import torch
+
+    from bench.models.small_cnn import MaxPool2x2
+
+    fast, reference = MaxPool2x2(), torch.nn.MaxPool2d(2)
+    for shape in [(3, 4, 8, 8), (2, 3, 7, 9), (1, 1, 2, 2)]:
+        x = torch.randn(shape, generator=torch.Generator().manual_seed(0))
+        x[0, 0, 0, 0] = float("nan")
+        torch.testing.assert_close(fast(x), reference(x), rtol=0, atol=0, equal_nan=True)
+    x = torch.randn(2, 3, 8, 8, requires_grad=True)
+    fast(x).sum().backward()
+    grad, x.grad = x.grad, None
+    reference(x).sum().backward()
+    torch.testing.assert_close(grad, x.grad, rtol=0, atol=0)

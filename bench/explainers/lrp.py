@@ -52,6 +52,7 @@ from bench.explainers.base import Explainer, ReduceFields, reduce_channels
 from bench.models.base import ImageClassifier
 from bench.models.cifar_resnet import BasicBlock as CifarBasicBlock
 from bench.models.cifar_resnet import CifarResNet, PadShortcut
+from bench.models.small_cnn import MaxPool2x2
 from bench.types import LoadedModel, Passes
 
 if TYPE_CHECKING:
@@ -75,6 +76,7 @@ LAYERS: tuple[type[nn.Module], ...] = (
     nn.BatchNorm2d,
     nn.ReLU,
     nn.MaxPool2d,
+    MaxPool2x2,  # the small CNN's (nn.MaxPool2d with gradients)
     nn.AdaptiveMaxPool2d,
     nn.AvgPool2d,
     nn.AdaptiveAvgPool2d,
