@@ -37,10 +37,13 @@ ForwardBatch = Annotated[int, Field(ge=1)] | Literal["auto"]
 
 def forward_batch_size(setting: int | str, x: torch.Tensor) -> int:
     """Images per forward pass: the setting, or for ``auto`` a size from the image size and the device
-    (``AUTO_BATCH_VALUES``). The batch size changes speed and memory, never what is computed."""
-    if setting != "auto":
-        return int(setting)
-    kind, values = "cuda" if x.device.type == "cuda" else "cpu", max(1, x[0].numel())
+    (``auto_batch``). The batch size changes speed and memory, never what is computed."""
+    return int(setting) if setting != "auto" else auto_batch(x[0].numel(), x.device.type)
+
+
+def auto_batch(values_per_image: int, device_type: str) -> int:
+    """Images per forward pass that suit images of ``values_per_image`` values on a device of this type."""
+    kind, values = "cuda" if device_type == "cuda" else "cpu", max(1, values_per_image)
     floor = min(AUTO_MIN_IMAGES[kind], AUTO_FLOOR_VALUES // values)
     return max(1, floor, min(256, AUTO_BATCH_VALUES[kind] // values))
 
