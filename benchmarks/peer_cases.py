@@ -250,7 +250,7 @@ def model_cases(s: Setup, n: int, quick: bool, size: int) -> list[Case]:
         ]  # fmt: skip
     if not quick:
         k = 2 if big else n
-        window, stride = (32, 16) if big else (8, 4)
+        window, stride = (32, 32) if big else (8, 4)
         patch = 16 if big else 8
         channel_layer = "net.layer1.0.conv1" if big else layer
         ablation = cam.AblationCAM.Params(layer=channel_layer)
