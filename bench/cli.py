@@ -22,12 +22,25 @@ from bench.errors import RunInterrupted, XbenchError
 EXIT_OK, EXIT_CELL_ERRORS, EXIT_BAD_INPUT, EXIT_INTERNAL = 0, 1, 2, 3
 
 
+def _fast_path(args: argparse.Namespace, suite_threads: int | str) -> None:
+    """Threads and allocator for this process (``bench.fastpath``), exported for worker processes."""
+    import os
+
+    from bench import fastpath
+
+    threads = args.threads if args.threads is not None else suite_threads
+    applied = fastpath.configure(threads, args.allocator)
+    os.environ.update(fastpath.environment(threads, args.allocator))  # Ray passes XBENCH_* to its workers
+    print(f"cpu: {applied.describe()}", file=sys.stderr)
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from bench.config import load_suite
     from bench.leaderboard import build_leaderboard
     from bench.runner import Runner, RunOptions, parse_shard
 
     suite = load_suite(args.suite)
+    _fast_path(args, suite.config.threads)
     options = RunOptions(
         output=Path(args.output) if args.output else None,
         run_id=args.run_id,
@@ -155,6 +168,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     suite = load_suite(args.suite)
     preflight(suite)
+    _fast_path(args, suite.config.threads)
     device = resolve_device(suite.config.device)
     rows = []
     for dk, dataset in suite.datasets.items():
@@ -354,6 +368,34 @@ def _cmd_history(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _threads_option(value: str) -> int | str:
+    from bench.fastpath import parse_threads
+
+    try:
+        parsed = parse_threads(value)
+    except ValueError:
+        parsed = None
+    if parsed is None:
+        raise argparse.ArgumentTypeError(f"expected a number of threads (>= 1) or auto, got {value!r}")
+    return parsed
+
+
+def _add_cpu_options(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--threads",
+        type=_threads_option,
+        metavar="N|auto",
+        help="torch CPU threads (overrides the suite's `threads`; auto: the cores other processes leave free)",
+    )
+    command.add_argument(
+        "--allocator",
+        choices=["tuned", "default"],
+        default="tuned",
+        help="tuned (default): raise glibc's malloc thresholds so large tensors reuse memory instead of "
+        "page-faulting fresh maps on every forward pass; default: leave the C allocator alone",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="xbench", description="Quantitative benchmark of image explainers.")
     parser.add_argument("--version", action="version", version=f"xbench {__version__}")
@@ -383,6 +425,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--shard", metavar="I/N", help="run only shard I of N of the cells (e.g. a SLURM array task)")
     run.add_argument("--no-cache", action="store_true", help="do not read or write the attribution cache")
     run.add_argument("--wait", action="store_true", help="if another run holds the run directory, wait for it")
+    _add_cpu_options(run)
     run.set_defaults(func=_cmd_run)
 
     validate = sub.add_parser("validate", help="check a suite and print the grid it would run")
@@ -454,6 +497,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("suite")
     train.add_argument("--model", action="append", help="only this model id (repeatable)")
     train.add_argument("--dataset", action="append", help="only this dataset id (repeatable)")
+    _add_cpu_options(train)
     train.set_defaults(func=_cmd_train)
 
     lst = sub.add_parser("list", help="list registered datasets, models, explainers and metrics")

@@ -110,6 +110,11 @@ class SuiteConfig(Strict):
         "dataset's classes, else mapped if a mapping exists, else predicted)",
     )
     warmup: bool = Field(True, description="one untimed explain call per cell before timing starts")
+    threads: int | Literal["auto"] = Field(
+        "auto",
+        description="torch CPU threads: a count, or auto (one per core that other processes leave free at "
+        "start-up; a thread on a busy core stalls the others); never changes results",
+    )
     precision: Literal["fp32", "bf16", "fp16"] = Field(
         "fp32", description="autocast the model's passes to this precision (recorded; part of each cell's identity)"
     )
@@ -135,6 +140,13 @@ class SuiteConfig(Strict):
         default_factory=lambda: RegressionSettings(),
         description="tolerances of `xbench compare` for runs of this suite",
     )
+
+    @field_validator("threads", mode="before")
+    @classmethod
+    def _thread_count(cls, value: Any) -> Any:
+        if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 1024):
+            return value
+        raise ValueError("threads must be auto or a number of threads from 1 to 1024")
 
     @field_validator("samples")
     @classmethod

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from typing import Literal
 
 import torch
-import torchvision.transforms.functional as TF
+import torch.nn.functional as F
 from pydantic import Field, model_validator
 
 from bench.component import Params
@@ -45,12 +45,30 @@ def make_baseline(x: torch.Tensor, p: BaselineFields, seeds: Sequence[int] | Non
         return x.mean(dim=(2, 3), keepdim=True).expand_as(x).contiguous()
     if p.baseline == "blur":
         kernel = min(p.blur_kernel, 2 * (min(x.shape[-2:]) // 2) - 1)  # torchvision needs kernel <= size
-        return TF.gaussian_blur(x, [kernel, kernel], [p.blur_sigma, p.blur_sigma])
+        return gaussian_blur(x, kernel, p.blur_sigma)
     if p.baseline == "noise":
         if seeds is None:
             raise ValueError("the noise baseline needs per-sample seeds")
         return per_sample_rand(seeds, x.shape[1:], "baseline-noise", device=x.device).to(x.dtype)
     raise ValueError(f"unknown baseline {p.baseline!r}")
+
+
+def gaussian_blur(x: torch.Tensor, kernel: int, sigma: float) -> torch.Tensor:
+    """Gaussian blur of (N, C, H, W) float images with an odd ``kernel`` and reflected borders.
+
+    The same operations as torchvision's ``gaussian_blur`` (a normalised 2-D kernel, reflect
+    padding, a grouped convolution), so the same numbers, without importing torchvision (whose
+    import costs seconds: it loads ``torch._dynamo``). ``tests/test_faithfulness.py`` compares them. Never
+    autocast: under ``precision: bf16`` the convolution returned bf16 images, which deletion and insertion
+    could not mix with the float32 images (``torch.lerp`` refused them).
+    """
+    with torch.autocast(device_type=x.device.type, enabled=False):  # a baseline in the images' own precision
+        half = (kernel - 1) * 0.5
+        pdf = torch.exp(-0.5 * (torch.linspace(-half, half, kernel, dtype=x.dtype, device=x.device) / sigma).pow(2))
+        k1 = pdf / pdf.sum()
+        k2 = torch.mm(k1[:, None], k1[None, :]).expand(x.shape[-3], 1, kernel, kernel)
+        padded = F.pad(x, [kernel // 2] * 4, mode="reflect")
+        return F.conv2d(padded, k2, groups=x.shape[-3])
 
 
 def pixel_ranks(attr: torch.Tensor) -> torch.Tensor:

@@ -11,9 +11,10 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:  # torch is imported where a draw is made: hashing ids (leaderboards, compare) needs none
+    import torch
 
 _MASK63 = (1 << 63) - 1
 
@@ -37,6 +38,8 @@ def sample_seeds(suite_seed: int, ids: Sequence[str]) -> list[int]:
 
 def generator(seed: int, salt: str = "", device: torch.device | str = "cpu") -> torch.Generator:
     """A torch Generator seeded from ``seed`` and a component-specific ``salt``."""
+    import torch
+
     g = torch.Generator(device=device)
     g.manual_seed(stable_hash(seed, salt) if salt else seed)
     return g
@@ -49,6 +52,8 @@ def per_sample_rand(
 
     Drawn on the CPU so that the numbers are identical on every device, then moved.
     """
+    import torch
+
     draw = torch.randn if normal else torch.rand
     rows = [draw(*shape, generator=generator(s, salt)) for s in seeds]
     out = torch.stack(rows) if rows else torch.empty(0, *shape)

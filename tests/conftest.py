@@ -8,14 +8,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
 import yaml
+
+from bench import fastpath
 
 ROOT = Path(__file__).resolve().parents[1]
 # The real data beside the project; XBENCH_SHARED_DATA points elsewhere (e.g. from a git worktree).
 SHARED_DATA = Path(os.environ.get("XBENCH_SHARED_DATA") or ROOT.parent / "shared" / "data")
 
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# The fast path once for the whole session, before any in-process `xbench run` would choose threads by the
+# load: a model trained with another thread count rounds differently, and tests share trained models.
+fastpath.configure(threads=max(1, min(2, os.cpu_count() or 1)), allocator="tuned")
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -382,10 +382,12 @@ def test_replaced_output_is_restored_on_errors() -> None:
 
 
 def test_default_forward_batch_depends_on_the_device() -> None:
+    """As forward_batch auto: by the image size on a CPU, large batches on a GPU."""
     params = cam.ScoreCAM.Params()
-    assert params.batch_on(torch.device("cpu")) == cam.CPU_BATCH
-    assert params.batch_on(torch.device("cuda")) == cam.ACCELERATOR_BATCH
-    assert cam.ScoreCAM.Params(batch_size=3).batch_on(torch.device("cuda")) == 3
+    assert params.batch_on(torch.device("cpu"), 3 * 32 * 32) == 85
+    assert params.batch_on(torch.device("cpu"), 3 * 224 * 224) == 16
+    assert params.batch_on(torch.device("cuda"), 3 * 224 * 224) == 222
+    assert cam.ScoreCAM.Params(batch_size=3).batch_on(torch.device("cuda"), 3 * 224 * 224) == 3
 
 
 def test_passes() -> None:

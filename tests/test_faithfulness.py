@@ -9,7 +9,7 @@ import torch
 from bench.metrics.base import MetricInput
 from bench.metrics.faithfulness import Deletion, Insertion
 from bench.metrics.removal import normalised_auc, perturbation_curves, step_counts
-from bench.perturb import BaselineFields, make_baseline, pixel_ranks
+from bench.perturb import BaselineFields, gaussian_blur, make_baseline, pixel_ranks
 from tests.helpers import batch_of, linear_model
 
 
@@ -115,3 +115,22 @@ def test_baselines() -> None:
     torch.testing.assert_close(noise[1:], again)  # per-sample seeds: independent of the batch
     with pytest.raises(ValueError, match="odd"):
         BaselineFields(blur_kernel=4)
+
+
+@pytest.mark.parametrize(("kernel", "sigma", "channels"), [(11, 5.0, 3), (3, 0.5, 1), (7, 2.0, 3)])
+def test_native_blur_equals_torchvision(kernel: int, sigma: float, channels: int) -> None:
+    """The blur baseline (and Sobel's smoothing) no longer imports torchvision: same numbers."""
+    tf = pytest.importorskip("torchvision.transforms.functional")
+    x = torch.rand(4, channels, 19, 23, generator=torch.Generator().manual_seed(kernel))
+    expected = tf.gaussian_blur(x, [kernel, kernel], [sigma, sigma])
+    torch.testing.assert_close(gaussian_blur(x, kernel, sigma), expected, rtol=0, atol=0)
+
+
+def test_blur_baseline_under_bf16_autocast() -> None:
+    """precision: bf16 runs metrics under autocast: the blur baseline stays in the images' dtype (it was
+    bf16, and insertion failed mixing it with the float32 images)."""
+    x = torch.rand(2, 3, 16, 16)
+    with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
+        blur = make_baseline(x, BaselineFields(baseline="blur", blur_sigma=2.0))
+    assert blur.dtype == torch.float32
+    torch.testing.assert_close(blur, make_baseline(x, BaselineFields(baseline="blur", blur_sigma=2.0)))

@@ -320,11 +320,15 @@ def test_batches_seeds_and_passes(cnn: LoadedModel, name: str) -> None:
 
 
 def test_auto_forward_batch_is_bounded_by_image_size() -> None:
-    """``forward_batch: auto`` keeps about 1M input values per forward on a CPU, between 1 and 256 images."""
+    """``forward_batch: auto`` keeps about 256k input values per forward on a CPU, at least 16 images (fewer
+    for large images: at most 4M values) and at most 256."""
     from bench.explainers.base import forward_batch_size
 
-    assert forward_batch_size("auto", torch.zeros(2, 3, 224, 224)) == 2**20 // (3 * 224 * 224) == 6
-    assert forward_batch_size("auto", torch.zeros(2, 3, 32, 32)) == 256
+    assert forward_batch_size("auto", torch.zeros(2, 3, 224, 224)) == 16
+    assert forward_batch_size("auto", torch.zeros(2, 3, 64, 64)) == 2**18 // (3 * 64 * 64) == 21
+    assert forward_batch_size("auto", torch.zeros(2, 3, 32, 32)) == 85
+    assert forward_batch_size("auto", torch.zeros(2, 1, 8, 8)) == 256
+    assert forward_batch_size("auto", torch.zeros(2, 3, 512, 512)) == 5
     assert forward_batch_size("auto", torch.zeros(1, 3, 1024, 1024)) == 1
     assert forward_batch_size(5, torch.zeros(2, 3, 224, 224)) == 5
     assert Occlusion.Params().forward_batch == "auto"

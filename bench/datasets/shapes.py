@@ -150,9 +150,13 @@ def render(seed: int, split: str, index: int, style: ShapeStyle = ShapeStyle()) 
 def render_many(
     seed: int, split: str, indices: list[int] | np.ndarray, style: ShapeStyle = ShapeStyle()
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Render several images: (N,3,S,S) float32, (N,S,S) uint8 masks, (N,) int64 labels."""
-    out = [render(seed, split, int(i), style) for i in indices]
-    images = np.stack([o[0] for o in out]) if out else np.zeros((0, 3, style.size, style.size), np.float32)
-    masks = np.stack([o[1] for o in out]) if out else np.zeros((0, style.size, style.size), np.uint8)
-    labels = np.array([o[2] for o in out], dtype=np.int64)
+    """Render several images: (N,3,S,S) float32, (N,S,S) uint8 masks, (N,) int64 labels.
+
+    Written into preallocated arrays: a list of the images and its stacked copy held them twice."""
+    n, size = len(indices), style.size
+    images = np.empty((n, 3, size, size), np.float32)
+    masks = np.empty((n, size, size), np.uint8)
+    labels = np.empty(n, np.int64)
+    for row, i in enumerate(indices):
+        images[row], masks[row], labels[row] = render(seed, split, int(i), style)
     return images, masks, labels

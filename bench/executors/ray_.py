@@ -31,7 +31,12 @@ _WORKERS: dict[str | None, Worker] = {}  # per Ray worker process: reused across
 
 
 def _execute(task: CellTask, cache_root: str | None, threads: int) -> Iterator[Event]:
-    """Runs inside a Ray worker process (a streaming generator task)."""
+    """Runs inside a Ray worker process (a streaming generator task): the allocator as the driver chose it
+    (``XBENCH_ALLOCATOR``, passed in the runtime environment), one thread per CPU the task holds."""
+    from bench import fastpath
+
+    allocator = "default" if os.environ.get(fastpath.ENV_ALLOCATOR) == "default" else "tuned"
+    fastpath.configure(max(1, threads), allocator)
     torch.set_num_threads(max(1, threads))
     if cache_root not in _WORKERS:
         _WORKERS[cache_root] = Worker(Path(cache_root) if cache_root else None, log=lambda m: print(m, flush=True))

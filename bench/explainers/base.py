@@ -23,21 +23,30 @@ class ReduceFields(Params):
     reduce: Reduction = Field("sum", description="channel reduction: sum|abs_sum|l2|max_abs|mean")
 
 
-# Values per forward batch that ``forward_batch: auto`` aims at: about 4 MB of float32 input on a CPU
-# (6 images at 224x224: a ResNet-50 forward measured 35 ms per image at batch 4-8, 45 ms at 27 and
-# 53 ms at 64 on 2 cores), 128 MB on a GPU, where large batches pay; at most 256 images.
-AUTO_BATCH_VALUES = {"cpu": 2**20, "cuda": 2**25}
+# What ``forward_batch: auto`` aims at per forward pass: about 256k input values, at least 16 images, at
+# most 256, on a CPU; 32M values on a GPU, where large batches pay. Measured with the tuned allocator
+# (bench.fastpath), 1 thread, 2-core CPU, interleaved medians: ResNet-50 at 224 px ran 54-58 ms/image at
+# batches of 16-24, against 72-81 at 1-12 and 67-72 at 32-64; CIFAR ResNet-20 at 32 px 600-630 us/image
+# at 16-64 images (85 here), 745 at 256; the small CNN at 64 px is flat from 16 to 256 images (21 here).
+# The 16-image floor gives way for large images: at most 4M input values (16 images of 512 px would be
+# 12.6M, and their activations gigabytes).
+AUTO_BATCH_VALUES = {"cpu": 2**18, "cuda": 2**25}
+AUTO_MIN_IMAGES = {"cpu": 16, "cuda": 1}
+AUTO_FLOOR_VALUES = 2**22
 ForwardBatch = Annotated[int, Field(ge=1)] | Literal["auto"]
 
 
 def forward_batch_size(setting: int | str, x: torch.Tensor) -> int:
-    """Images per forward pass for perturbation methods: the setting, or for ``auto`` a size bounded
-    by the values per batch that suit the device (measured: 256 images of 224x224 per forward made
-    occlusion, RISE and LIME about twice as slow per image on a 2-core CPU as small batches)."""
-    if setting != "auto":
-        return int(setting)
-    budget = AUTO_BATCH_VALUES["cuda" if x.device.type == "cuda" else "cpu"]
-    return max(1, min(256, budget // max(1, x[0].numel())))
+    """Images per forward pass: the setting, or for ``auto`` a size from the image size and the device
+    (``auto_batch``). The batch size changes speed and memory, never what is computed."""
+    return int(setting) if setting != "auto" else auto_batch(x[0].numel(), x.device.type)
+
+
+def auto_batch(values_per_image: int, device_type: str) -> int:
+    """Images per forward pass that suit images of ``values_per_image`` values on a device of this type."""
+    kind, values = "cuda" if device_type == "cuda" else "cpu", max(1, values_per_image)
+    floor = min(AUTO_MIN_IMAGES[kind], AUTO_FLOOR_VALUES // values)
+    return max(1, floor, min(256, AUTO_BATCH_VALUES[kind] // values))
 
 
 def reduce_channels(attr: torch.Tensor, how: Reduction) -> torch.Tensor:

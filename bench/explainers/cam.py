@@ -34,16 +34,13 @@ from torch import nn
 
 from bench.component import Params
 from bench.errors import ConfigError
-from bench.explainers.base import Explainer
+from bench.explainers.base import Explainer, auto_batch
 from bench.explainers.cam_layers import CAMLayer, capture, minmax, replaced_output, upsample_map
 from bench.models.base import target_outputs
 from bench.types import ImageShape, LoadedModel, Passes
 
 ALL_CONV = "all_conv"  # the `layer` value that sweeps every nn.Conv2d of the model
 TYPICAL_CHANNELS = 512  # channels assumed by pass estimates of per-channel methods (ResNet-18/VGG last block)
-# default forward batches of Score-CAM and Ablation-CAM; on a CPU, 16 was the fastest of 8 to 256 images for
-# ResNet-20 at 32x32 and ResNet-50 at 224x224 (benchmarks/bench_cam.py); accelerators want large batches
-CPU_BATCH, ACCELERATOR_BATCH = 16, 256
 
 
 class CAMParams(Params):
@@ -69,14 +66,14 @@ class BatchedCAMParams(CAMParams):
         ge=1,
         le=65536,
         description="perturbed images (one per channel per image) per forward pass, bounds memory; default: "
-        f"{CPU_BATCH} on CPUs, where small batches run fastest, {ACCELERATOR_BATCH} on accelerators",
+        "as forward_batch auto (on a CPU about 256k input values, at least 16 images; 32M values on a GPU)",
     )
 
-    def batch_on(self, device: torch.device) -> int:
-        """The batch size to use on ``device``; it changes speed and memory, never the maps."""
-        if self.batch_size is not None:
-            return self.batch_size
-        return CPU_BATCH if device.type == "cpu" else ACCELERATOR_BATCH
+    def batch_on(self, device: torch.device, values_per_image: int) -> int:
+        """The batch size for images of ``values_per_image`` values on ``device``; it changes speed and memory,
+        never the maps. A fixed 16 on a CPU made Score-CAM 1.3x its forward passes on ResNet-20 at 32 px
+        (benchmarks/peers.py), whose forwards run fastest at 64 images."""
+        return self.batch_size if self.batch_size is not None else auto_batch(values_per_image, device.type)
 
 
 def finish(cam: torch.Tensor, size: tuple[int, int], p: CAMParams) -> torch.Tensor:
@@ -293,7 +290,7 @@ class ScoreCAM(CAMExplainer):
         n, c = a.shape[:2]
         scores = torch.empty(n * c, device=x.device)
         with torch.no_grad():
-            for flat, i, k in channel_batches(n, c, self.params.batch_on(x.device), x.device):
+            for flat, i, k in channel_batches(n, c, self.params.batch_on(x.device, x[0].numel()), x.device):
                 masks = F.interpolate(a[i, k][:, None], size=x.shape[-2:], mode="bilinear", align_corners=True)
                 low = masks.amin((2, 3), keepdim=True)
                 masks = (masks - low) / (masks.amax((2, 3), keepdim=True) - low + 1e-8)
@@ -327,7 +324,7 @@ class AblationCAM(CAMExplainer):
         n, c = a.shape[:2]
         ablated = torch.empty(n * c, device=x.device)
         with torch.no_grad():
-            for flat, i, k in channel_batches(n, c, self.params.batch_on(x.device), x.device):
+            for flat, i, k in channel_batches(n, c, self.params.batch_on(x.device, x[0].numel()), x.device):
                 keep = torch.ones(len(k), c, device=x.device, dtype=raw.dtype)
                 keep[torch.arange(len(k), device=x.device), k] = 0
                 shape = [len(k)] + [1] * (raw.ndim - 1)

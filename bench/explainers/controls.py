@@ -13,11 +13,11 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
-import torchvision.transforms.functional as TF
 from pydantic import Field
 
 from bench.component import Params
 from bench.explainers.base import Explainer
+from bench.perturb import gaussian_blur
 from bench.seeding import per_sample_rand
 from bench.types import ImageShape, LoadedModel, Passes
 
@@ -107,5 +107,5 @@ class SobelEdges(ModelFreeExplainer):
         if sigma > 0:
             kernel = min(2 * math.ceil(3 * sigma) + 1, 2 * (min(grey.shape[-2:]) // 2) - 1)  # odd, within the image
             if kernel >= 3:
-                grey = TF.gaussian_blur(grey, [kernel, kernel], [sigma, sigma])
+                grey = gaussian_blur(grey, kernel, sigma)
         return sobel_magnitude(grey)

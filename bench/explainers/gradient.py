@@ -11,20 +11,22 @@ from __future__ import annotations
 
 from abc import abstractmethod
 from collections.abc import Sequence
+from types import ModuleType
 from typing import Literal
 
 import torch
-from captum.attr import DeepLift as CaptumDeepLift
-from captum.attr import GuidedBackprop as CaptumGuidedBackprop
-from captum.attr import GuidedGradCam as CaptumGuidedGradCam
-from captum.attr import InputXGradient as CaptumInputXGradient
-from captum.attr import IntegratedGradients as CaptumIG
-from captum.attr import Saliency as CaptumSaliency
 from pydantic import Field
 
-from bench.explainers.base import Explainer, ReduceFields, Reduction, reduce_channels
+from bench.explainers.base import Explainer, ReduceFields, Reduction, forward_batch_size, reduce_channels
 from bench.perturb import BaselineFields, make_baseline
 from bench.types import ImageShape, LoadedModel, Passes
+
+
+def captum_attr() -> ModuleType:
+    """``captum.attr``, imported on first use: about half a second that ``xbench list`` and ``validate`` skip."""
+    import captum.attr
+
+    return captum.attr
 
 
 class ChannelExplainer(Explainer):
@@ -63,7 +65,7 @@ class Saliency(ChannelExplainer):
     def channel_attributions(
         self, model: LoadedModel, x: torch.Tensor, target: torch.Tensor, seeds: Sequence[int]
     ) -> torch.Tensor:
-        return CaptumSaliency(model.module).attribute(_grad_input(x), target=target, abs=False)
+        return captum_attr().Saliency(model.module).attribute(_grad_input(x), target=target, abs=False)
 
 
 class InputXGradientParams(ReduceFields):
@@ -80,7 +82,7 @@ class InputXGradient(ChannelExplainer):
     def channel_attributions(
         self, model: LoadedModel, x: torch.Tensor, target: torch.Tensor, seeds: Sequence[int]
     ) -> torch.Tensor:
-        return CaptumInputXGradient(model.module).attribute(_grad_input(x), target=target)
+        return captum_attr().InputXGradient(model.module).attribute(_grad_input(x), target=target)
 
 
 class GuidedBackpropParams(ReduceFields):
@@ -101,7 +103,7 @@ class GuidedBackprop(ChannelExplainer):
     def channel_attributions(
         self, model: LoadedModel, x: torch.Tensor, target: torch.Tensor, seeds: Sequence[int]
     ) -> torch.Tensor:
-        return CaptumGuidedBackprop(model.module).attribute(_grad_input(x), target=target)
+        return captum_attr().GuidedBackprop(model.module).attribute(_grad_input(x), target=target)
 
 
 class GuidedGradCAMParams(GuidedBackpropParams):
@@ -129,8 +131,10 @@ class GuidedGradCAM(ChannelExplainer):
         self, model: LoadedModel, x: torch.Tensor, target: torch.Tensor, seeds: Sequence[int]
     ) -> torch.Tensor:
         layer = model.layer(self.params.layer or model.spec.target_layer)
-        return CaptumGuidedGradCam(model.module, layer).attribute(
-            _grad_input(x), target=target, interpolate_mode=self.params.upsample
+        return (
+            captum_attr()
+            .GuidedGradCam(model.module, layer)
+            .attribute(_grad_input(x), target=target, interpolate_mode=self.params.upsample)
         )
 
 
@@ -158,7 +162,7 @@ class DeepLift(ChannelExplainer):
         self, model: LoadedModel, x: torch.Tensor, target: torch.Tensor, seeds: Sequence[int]
     ) -> torch.Tensor:
         baseline = make_baseline(x, self.params, seeds)
-        return CaptumDeepLift(model.module).attribute(_grad_input(x), baselines=baseline, target=target)
+        return captum_attr().DeepLift(model.module).attribute(_grad_input(x), baselines=baseline, target=target)
 
 
 class IntegratedGradientsParams(ReduceFields, BaselineFields):
@@ -167,7 +171,10 @@ class IntegratedGradientsParams(ReduceFields, BaselineFields):
         "gausslegendre", description="captum's approximation of the path integral"
     )
     internal_batch_size: int | None = Field(
-        None, ge=1, description="images x steps per forward/backward pass (default: batch x n_steps at once)"
+        None,
+        ge=1,
+        description="images x steps per forward/backward pass (default: bounded like forward_batch auto, "
+        "all steps of an image in one pass where they fit)",
     )
 
 
@@ -184,11 +191,18 @@ class IntegratedGradients(ChannelExplainer):
     ) -> torch.Tensor:
         p = self.params
         baseline = make_baseline(x, p, seeds)
-        return CaptumIG(model.module).attribute(
-            x,
-            baselines=baseline,
-            target=target,
-            n_steps=p.n_steps,
-            method=p.method,
-            internal_batch_size=p.internal_batch_size,
-        )
+        method = captum_attr().IntegratedGradients(model.module)
+
+        def integrate(rows: slice, internal: int | None) -> torch.Tensor:
+            return method.attribute(x[rows], baselines=baseline[rows], target=target[rows], n_steps=p.n_steps,
+                                    method=p.method, internal_batch_size=internal)  # fmt: skip
+
+        if p.internal_batch_size is not None:
+            return integrate(slice(None), p.internal_batch_size)
+        # Bounded by default: the quickstart's 50 images x 32 steps in one pass held 2.5 GB of activations.
+        # Whole images per pass (their steps together, as unbounded), split into steps only when one
+        # image's steps exceed the budget.
+        budget = forward_batch_size("auto", x)
+        images = max(1, budget // p.n_steps)
+        internal = budget if p.n_steps > budget else None
+        return torch.cat([integrate(slice(i, i + images), internal) for i in range(0, len(x), images)])

@@ -1,5 +1,9 @@
 """Layer-wise Relevance Propagation (Bach et al. 2015) for CNNs, backed by zennit.
 
+The zennit side (canonizers, composites) is in ``bench.explainers.lrp_rules``, imported when a
+map is computed: zennit imports torchvision, which takes seconds, and describing or checking
+the explainer (``xbench list``, ``validate``) needs neither.
+
 Where the relevance lives. Models take images in [0, 1] and normalise inside
 (``ImageClassifier``: optional bilinear resize, then ``(x - mean) / std``, then
 ``net``). The LRP rules attach to the layers of ``net``, so the first layer's
@@ -34,39 +38,25 @@ so trained networks conserve only approximately.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
-from typing import Literal
+import sys
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Literal
 
 import torch
 import torch.nn.functional as F
-import torchvision.models as tvm
 from pydantic import Field
 from torch import nn
-from zennit.attribution import Gradient
-from zennit.canonizers import AttributeCanonizer, Canonizer, SequentialMergeBatchNorm
-from zennit.composites import (
-    EpsilonAlpha2Beta1,
-    EpsilonAlpha2Beta1Flat,
-    EpsilonGammaBox,
-    EpsilonPlus,
-    EpsilonPlusFlat,
-    LayerMapComposite,
-    layer_map_base,
-)
-from zennit.core import Composite
-from zennit.layer import Sum
-from zennit.rules import Epsilon
-from zennit.torchvision import ResNetCanonizer, VGGCanonizer
-from zennit.types import Linear as AnyLinear
 
 from bench.errors import ConfigError
 from bench.explainers.base import Explainer, ReduceFields, reduce_channels
 from bench.models.base import ImageClassifier
-from bench.models.canonical import UnsharedBasicBlock, UnsharedBottleneck
 from bench.models.cifar_resnet import BasicBlock as CifarBasicBlock
 from bench.models.cifar_resnet import CifarResNet, PadShortcut
+from bench.models.small_cnn import MaxPool2x2
 from bench.types import ImageShape, LoadedModel, Passes
+
+if TYPE_CHECKING:
+    from bench.explainers.lrp_rules import Composite
 
 CompositeName = Literal[
     "epsilon_plus_flat",
@@ -86,6 +76,7 @@ LAYERS: tuple[type[nn.Module], ...] = (
     nn.BatchNorm2d,
     nn.ReLU,
     nn.MaxPool2d,
+    MaxPool2x2,  # the small CNN's (nn.MaxPool2d with gradients)
     nn.AdaptiveMaxPool2d,
     nn.AvgPool2d,
     nn.AdaptiveAvgPool2d,
@@ -94,23 +85,22 @@ LAYERS: tuple[type[nn.Module], ...] = (
     nn.Identity,
 )
 # Containers whose forward only chains, concatenates or (canonized) adds their children.
-BLOCKS: tuple[type[nn.Module], ...] = (
-    nn.Sequential,
-    ImageClassifier,
-    tvm.ResNet,
-    tvm.resnet.BasicBlock,
-    tvm.resnet.Bottleneck,
-    UnsharedBasicBlock,  # torchvision blocks as bench.models.base.prepare leaves them
-    UnsharedBottleneck,
-    tvm.VGG,
-    tvm.AlexNet,
-    tvm.SqueezeNet,
-    tvm.squeezenet.Fire,
-    CifarResNet,
-    CifarBasicBlock,
-    PadShortcut,
-)
-SUPPORTED = frozenset(LAYERS + BLOCKS)
+BLOCKS: tuple[type[nn.Module], ...] = (nn.Sequential, ImageClassifier, CifarResNet, CifarBasicBlock, PadShortcut)
+
+
+def supported_types() -> frozenset[type[nn.Module]]:
+    """Module types LRP handles: ``LAYERS``, ``BLOCKS`` and torchvision's ResNet, VGG, AlexNet and
+    SqueezeNet blocks. A torchvision module exists only once torchvision is imported, so they are
+    added only then: checking a model never imports torchvision (seconds of start-up)."""
+    if "torchvision.models" not in sys.modules:
+        return frozenset(LAYERS + BLOCKS)
+    import torchvision.models as tvm
+
+    from bench.models.canonical import UnsharedBasicBlock, UnsharedBottleneck
+
+    resnets = (tvm.ResNet, tvm.resnet.BasicBlock, tvm.resnet.Bottleneck, UnsharedBasicBlock, UnsharedBottleneck)
+    others = (tvm.VGG, tvm.AlexNet, tvm.SqueezeNet, tvm.squeezenet.Fire)
+    return frozenset((*LAYERS, *BLOCKS, *resnets, *others))  # Unshared*: torchvision blocks after prepare()
 
 
 class LRPParams(ReduceFields):
@@ -136,69 +126,23 @@ class LRPParams(ReduceFields):
     )
 
 
-class CifarBasicBlockCanonizer(AttributeCanonizer):
-    """Routes the residual addition of bench's CIFAR ResNet blocks through a zennit ``Sum`` module.
-
-    The same rewrite as zennit's ResNetBasicBlockCanonizer, for ``bench.models.cifar_resnet``'s
-    block (separate ``relu1``/``relu2`` and an option-A ``shortcut``): without it the addition
-    passes the relevance of the sum to both branches and relevance is not conserved.
-    """
-
-    def __init__(self) -> None:
-        super().__init__(self._attribute_map)
-
-    @classmethod
-    def _attribute_map(cls, name: str, module: nn.Module) -> dict[str, object] | None:
-        if isinstance(module, CifarBasicBlock):
-            return {"forward": cls._forward.__get__(module), "canonizer_sum": Sum()}
-        return None
-
-    @staticmethod
-    def _forward(self: CifarBasicBlock, x: torch.Tensor) -> torch.Tensor:
-        out = self.relu1(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        out = self.canonizer_sum(torch.stack([self.shortcut(x), out], dim=-1))
-        return self.relu2(out)
-
-
 def auto_canonizer(module: nn.Module) -> CanonizerName:
     """The canonizer for ``module``'s architecture: resnet for residual blocks, vgg for torchvision
     VGGs, merge_bn for other networks with batch norms, none otherwise."""
     kinds = [type(m) for m in module.modules()]
-    if any(issubclass(k, tvm.resnet.BasicBlock | tvm.resnet.Bottleneck | CifarBasicBlock) for k in kinds):
+    residual: tuple[type[nn.Module], ...] = (CifarBasicBlock,)
+    vgg: tuple[type[nn.Module], ...] = ()
+    if "torchvision.models" in sys.modules:  # else the model has no torchvision module
+        import torchvision.models as tvm
+
+        residual, vgg = (*residual, tvm.resnet.BasicBlock, tvm.resnet.Bottleneck), (tvm.VGG,)
+    if any(issubclass(k, residual) for k in kinds):
         return "resnet"
-    if any(issubclass(k, tvm.VGG) for k in kinds):
+    if any(issubclass(k, vgg) for k in kinds):
         return "vgg"
     if any(issubclass(k, nn.BatchNorm2d) for k in kinds):
         return "merge_bn"
     return "none"
-
-
-def make_canonizers(name: CanonizerName) -> list[Canonizer]:
-    """Fresh zennit canonizer instances for a (resolved) canonizer name."""
-    if name == "resnet":
-        return [ResNetCanonizer(), CifarBasicBlockCanonizer()]
-    if name == "vgg":
-        return [VGGCanonizer()]
-    if name == "merge_bn":
-        return [SequentialMergeBatchNorm()]
-    return []
-
-
-def make_composite(p: LRPParams, low: torch.Tensor, high: torch.Tensor, canonizers: list[Canonizer]) -> Composite:
-    """The zennit composite named by ``p.composite``; ``low``/``high`` bound the first layer's input (ZBox)."""
-    if p.composite == "epsilon":
-        layer_map = [*layer_map_base(), (AnyLinear, Epsilon(epsilon=p.epsilon))]
-        return LayerMapComposite(layer_map=layer_map, canonizers=canonizers)
-    if p.composite == "epsilon_gamma_box":
-        return EpsilonGammaBox(low=low, high=high, epsilon=p.epsilon, gamma=p.gamma, canonizers=canonizers)
-    composite_class = {
-        "epsilon_plus_flat": EpsilonPlusFlat,
-        "epsilon_plus": EpsilonPlus,
-        "epsilon_alpha2_beta1_flat": EpsilonAlpha2Beta1Flat,
-        "epsilon_alpha2_beta1": EpsilonAlpha2Beta1,
-    }[p.composite]
-    return composite_class(epsilon=p.epsilon, canonizers=canonizers)
 
 
 def unsupported_modules(module: nn.Module) -> list[str]:
@@ -208,27 +152,13 @@ def unsupported_modules(module: nn.Module) -> list[str]:
     norms need affine parameters and running statistics to be merged into a convolution.
     """
     found = set()
+    supported = supported_types()
     for sub in module.modules():
-        if type(sub) not in SUPPORTED:
+        if type(sub) not in supported:
             found.add(type(sub).__name__)
         elif isinstance(sub, nn.BatchNorm2d) and not (sub.affine and sub.track_running_stats):
             found.add("BatchNorm2d without affine parameters or running statistics")
     return sorted(found)
-
-
-@contextmanager
-def registered(composite: Composite, module: nn.Module) -> Iterator[None]:
-    """``composite``'s canonizers and rule hooks applied to ``module`` for the block; reverted and
-    removed on exit, also when the block raises or a later canonizer fails to apply.
-
-    A canonizer that fails halfway through its own ``apply`` keeps no handle of what it already
-    changed (zennit returns none), so ``LRP.attribute`` checks ``supports`` before registering.
-    """
-    try:
-        composite.register(module)
-        yield
-    finally:
-        composite.remove()
 
 
 def start_relevance(target: torch.Tensor, start: Literal["logit", "one"]) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -279,8 +209,10 @@ class LRP(Explainer):
         p = self.params
         mean = torch.tensor(model.spec.mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
         std = torch.tensor(model.spec.std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+        from bench.explainers.lrp_rules import Gradient, make_canonizers, make_composite, registered
+
         canonizer = auto_canonizer(model.module) if p.canonizer == "auto" else p.canonizer
-        composite = make_composite(
+        composite: Composite = make_composite(
             p, low=(0 - mean) / std, high=(1 - mean) / std, canonizers=make_canonizers(canonizer)
         )
         with torch.enable_grad(), registered(composite, model.module):

@@ -22,12 +22,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from captum.attr import DeepLift as CaptumDeepLift
-from captum.attr import Saliency as CaptumSaliency
 from pydantic import Field
 
 from bench.explainers.base import ExplainerContext, ReduceFields, Reduction
-from bench.explainers.gradient import ChannelExplainer
+from bench.explainers.gradient import ChannelExplainer, captum_attr
 from bench.explainers.smoothgrad import draw_blocks
 from bench.seeding import per_sample_rand
 from bench.types import ImageShape, LoadedModel, Passes
@@ -100,7 +98,7 @@ class GradientShap(BackgroundExplainer):
     ) -> torch.Tensor:
         p = self.params
         background = self.background_for(x)
-        saliency = CaptumSaliency(model.module)
+        saliency = captum_attr().Saliency(model.module)
         total = torch.zeros_like(x, dtype=torch.float32)
         for images, draw_slices in draw_blocks(len(x), p.n_samples, p.internal_batch_size):
             index, alpha, noise = self.draws(x[images], seeds[images], len(background))
@@ -129,7 +127,7 @@ class DeepLiftShap(BackgroundExplainer):
         self, model: LoadedModel, x: torch.Tensor, target: torch.Tensor, seeds: Sequence[int]
     ) -> torch.Tensor:
         background = self.background_for(x)
-        deeplift = CaptumDeepLift(model.module)
+        deeplift = captum_attr().DeepLift(model.module)
         total = torch.zeros_like(x, dtype=torch.float32)
         for images, draw_slices in draw_blocks(len(x), len(background), self.params.internal_batch_size):
             for refs in draw_slices:

@@ -15,7 +15,6 @@ from typing import Literal
 import numpy as np
 import torch
 from pydantic import Field
-from skimage.segmentation import slic
 
 from bench.component import Params
 
@@ -53,6 +52,8 @@ def slic_segments(image: torch.Tensor, n_segments: int, compactness: float) -> t
     single segment, which LIME and KernelSHAP cannot use. Such images are
     segmented again without the connectivity step (segments may then be split).
     """
+    from skimage.segmentation import slic  # here: scikit-image (and scipy) take ~0.3 s to import
+
     array = image.detach().to("cpu", torch.float64).numpy()
     kwargs = {"n_segments": n_segments, "compactness": compactness, "channel_axis": 0, "start_label": 0}
     labels = slic(array, convert2lab=array.shape[0] == 3, **kwargs)

@@ -11,16 +11,16 @@ reshape it to the patch grid and upsample it bilinearly to the input.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from functools import partial
-from typing import ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
-from torchvision.models.vision_transformer import EncoderBlock, VisionTransformer
 
 from bench.component import Params
 from bench.errors import ConfigError
@@ -28,9 +28,17 @@ from bench.explainers.base import Explainer
 from bench.explainers.cam_layers import upsample_map
 from bench.types import ImageShape, LoadedModel, Passes
 
+if TYPE_CHECKING:
+    from torchvision.models.vision_transformer import VisionTransformer
+
 
 def find_vit(module: nn.Module) -> VisionTransformer | None:
-    """The first torchvision VisionTransformer inside ``module``, if any."""
+    """The first torchvision VisionTransformer inside ``module``, if any (none before torchvision is imported:
+    checking does not import it)."""
+    if "torchvision.models.vision_transformer" not in sys.modules:
+        return None
+    from torchvision.models.vision_transformer import VisionTransformer
+
     return next((m for m in module.modules() if isinstance(m, VisionTransformer)), None)
 
 
@@ -104,6 +112,8 @@ def record_attention(vit: VisionTransformer) -> Iterator[list[torch.Tensor]]:
     """While active, every forward of ``vit`` appends each encoder block's attention
     probabilities (N, heads, T, T), in layer order, to the yielded list. The original
     forwards are restored on exit, also when an exception escapes."""
+    from torchvision.models.vision_transformer import EncoderBlock
+
     records: list[torch.Tensor] = []
     patched: list[nn.MultiheadAttention] = []
     try:

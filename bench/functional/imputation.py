@@ -19,7 +19,7 @@ from scipy.sparse.linalg import spsolve
 
 from bench.functional.faithfulness import Model
 from bench.metrics.base import Scores, nan_reasons
-from bench.metrics.removal import OutputKind, check_maps, chunked_scores
+from bench.metrics.removal import OutputKind, capped_batch, check_maps, chunked_scores
 from bench.perturb import pixel_ranks
 from bench.seeding import generator
 
@@ -144,9 +144,10 @@ def road(
         raise ValueError("ROAD needs images of at least two pixels")
     k = len(percentages)
     build = _imputed_rows(x, attributions, target, seeds, percentages, noise_std)
-    scores = chunked_scores(model, 2 * n * k, build, output=output, forward_batch=forward_batch, device=x.device)
+    batch = capped_batch(forward_batch, x)
+    scores = chunked_scores(model, 2 * n * k, build, output=output, forward_batch=batch, device=x.device)
     original = chunked_scores(
-        model, n, lambda rows: (x[rows], target[rows]), output=output, forward_batch=forward_batch, device=x.device
+        model, n, lambda rows: (x[rows], target[rows]), output=output, forward_batch=batch, device=x.device
     )
     changes = scores.view(2, n, k) - original[None, :, None]
     morf, lerf = changes[0].mean(1), changes[1].mean(1)

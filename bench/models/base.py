@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from abc import abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -86,9 +87,10 @@ def prepare(net: nn.Module, spec: ModelSpec, device: torch.device, info: dict | 
     In-place activations are switched off: gradient hooks (captum, CAM methods, LRP) break on them;
     activation modules that torchvision's ResNet blocks reuse are split (see ``canonical.unshare``).
     """
-    from bench.models.canonical import unshare
+    if "torchvision.models.resnet" in sys.modules:  # a torchvision ResNet block exists only once it is imported
+        from bench.models.canonical import unshare
 
-    unshare(net)
+        unshare(net)
     for sub in net.modules():
         if getattr(sub, "inplace", False) is True:
             sub.inplace = False

@@ -32,6 +32,24 @@ class SmallCNNParams(Params):
     seed: int = Field(0, ge=0, description="seed of initialisation and data order")
 
 
+class MaxPool2x2(nn.MaxPool2d):
+    """``nn.MaxPool2d(2)``, faster where no gradient flows through it: the maximum of its four strided
+    sub-grids, the same values bit for bit. torch's NCHW max-pooling kernel is slow on a CPU: 17.6 ms for
+    a (21, 32, 64, 64) input on one thread, against 1.1 ms in channels_last layout; it took 28.5 s of the
+    quickstart's 47 s of forwards, and the sub-grids halve the small CNN's time per image (1.64 -> 0.72 ms).
+    When the input needs a gradient (training, gradient explainers) this is ``nn.MaxPool2d``, whose
+    backward routes each gradient to the window's first maximum."""
+
+    def __init__(self) -> None:
+        super().__init__(2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if (torch.is_grad_enabled() and x.requires_grad) or x.shape[-1] % 2 or x.shape[-2] % 2:
+            return super().forward(x)
+        top = torch.maximum(x[..., 0::2, 0::2], x[..., 0::2, 1::2])
+        return torch.maximum(top, torch.maximum(x[..., 1::2, 0::2], x[..., 1::2, 1::2]))
+
+
 def build_small_cnn(widths: tuple[int, ...], num_classes: int) -> nn.Module:
     """Conv-BN-ReLU blocks, 2x max-pool between them, global average pool, linear head.
 
@@ -41,7 +59,7 @@ def build_small_cnn(widths: tuple[int, ...], num_classes: int) -> nn.Module:
     in_ch = 3
     for i, width in enumerate(widths):
         if i > 0:
-            layers.append(nn.MaxPool2d(2))
+            layers.append(MaxPool2x2())
         layers += [nn.Conv2d(in_ch, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU()]
         in_ch = width
     return nn.Sequential(
@@ -54,7 +72,9 @@ class SmallCNN(ModelSource):
     """Small CNN trained on the dataset's train split on first use (CPU, < 1 min on shapes)."""
 
     Params = SmallCNNParams
-    version = 1
+    # 2: trained in channels_last layout (1.6x faster epochs on a CPU: torch's NCHW max pooling is slow),
+    # on one thread under `threads: auto`; other rounding than version 1, so another model
+    version = 2
 
     def trains(self) -> bool:
         return True
@@ -94,5 +114,6 @@ class SmallCNN(ModelSource):
             ctx=ctx,
             key={"model": self.identity()},
             name="small_cnn",
+            channels_last=True,
         )
         return prepare(net, spec, ctx.device, info)

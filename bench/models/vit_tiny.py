@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import torch
 from pydantic import Field, model_validator
-from torchvision.models import VisionTransformer
 
 from bench.component import Params
 from bench.models.base import ModelContext, prepare
@@ -50,6 +49,8 @@ class ViTTiny(TrainedFromScratch):
     Params = ViTTinyParams
 
     def load(self, ctx: ModelContext) -> LoadedModel:
+        from torchvision.models import VisionTransformer  # here: importing torchvision costs seconds
+
         p = self.params
         data = self.training_data(ctx)
         names = data.classes

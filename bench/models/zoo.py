@@ -18,10 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torchvision
 from pydantic import Field, field_validator
 from torch import nn
-from torchvision.models import get_model, get_model_weights, list_models
 
 from bench.component import Params
 from bench.datasets.base import Dataset
@@ -36,9 +34,35 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+# torchvision 0.29's classifiers: a suite naming one of them validates without importing torchvision
+# (seconds: it loads torch._dynamo); any other name is looked up in the installed torchvision.
+KNOWN_CLASSIFIERS = frozenset({
+    "alexnet", "convnext_base", "convnext_large", "convnext_small", "convnext_tiny", "densenet121", "densenet161",
+    "densenet169", "densenet201", "efficientnet_b0", "efficientnet_b1", "efficientnet_b2", "efficientnet_b3",
+    "efficientnet_b4", "efficientnet_b5", "efficientnet_b6", "efficientnet_b7", "efficientnet_v2_l",
+    "efficientnet_v2_m", "efficientnet_v2_s", "googlenet", "inception_v3", "maxvit_t", "mnasnet0_5", "mnasnet0_75",
+    "mnasnet1_0", "mnasnet1_3", "mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small", "regnet_x_16gf",
+    "regnet_x_1_6gf", "regnet_x_32gf", "regnet_x_3_2gf", "regnet_x_400mf", "regnet_x_800mf", "regnet_x_8gf",
+    "regnet_y_128gf", "regnet_y_16gf", "regnet_y_1_6gf", "regnet_y_32gf", "regnet_y_3_2gf", "regnet_y_400mf",
+    "regnet_y_800mf", "regnet_y_8gf", "resnet101", "resnet152", "resnet18", "resnet34", "resnet50",
+    "resnext101_32x8d", "resnext101_64x4d", "resnext50_32x4d", "shufflenet_v2_x0_5", "shufflenet_v2_x1_0",
+    "shufflenet_v2_x1_5", "shufflenet_v2_x2_0", "squeezenet1_0", "squeezenet1_1", "swin_b", "swin_s", "swin_t",
+    "swin_v2_b", "swin_v2_s", "swin_v2_t", "vgg11", "vgg11_bn", "vgg13", "vgg13_bn", "vgg16", "vgg16_bn", "vgg19",
+    "vgg19_bn", "vit_b_16", "vit_b_32", "vit_h_14", "vit_l_16", "vit_l_32", "wide_resnet101_2", "wide_resnet50_2",
+})  # fmt: skip
+
+
 @cache
 def classifier_names() -> tuple[str, ...]:
+    """Every classifier of the installed torchvision (imports it)."""
+    import torchvision
+    from torchvision.models import list_models
+
     return tuple(list_models(module=torchvision.models))
+
+
+def is_classifier(name: str) -> bool:
+    return name in KNOWN_CLASSIFIERS or name in classifier_names()
 
 
 class TorchvisionParams(Params):
@@ -57,7 +81,7 @@ class TorchvisionParams(Params):
     @field_validator("arch")
     @classmethod
     def _known_arch(cls, value: str) -> str:
-        if value not in classifier_names():
+        if not is_classifier(value):
             import difflib
 
             close = difflib.get_close_matches(value, classifier_names(), n=3)
@@ -73,6 +97,8 @@ class TorchvisionParams(Params):
 
 def weights_enum(arch: str, name: str) -> Any:
     """The torchvision weights entry ``name`` of ``arch`` ("DEFAULT" resolves to the best one)."""
+    from torchvision.models import get_model_weights
+
     options = get_model_weights(arch)
     if name == "DEFAULT":
         return options.DEFAULT
@@ -193,6 +219,8 @@ class TorchvisionModel(ModelSource):
 
     def build(self, num_classes: int) -> nn.Module:
         """The architecture with random weights (seeded), ``num_classes`` outputs."""
+        from torchvision.models import get_model
+
         p = self.params
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(p.seed)
