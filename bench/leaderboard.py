@@ -365,6 +365,8 @@ def build(
     for (dataset, explainer), part in results.groupby(["dataset", "explainer"], sort=True):
         if part["model"].nunique() < 2 or not set(part["metric"].unique()) & set(wanted):
             continue
+        if cards.is_control(explainer):  # a reference line ignores the model: ranking models by it means nothing
+            continue
         t = table_verdicts(
             part,
             cards,

@@ -127,6 +127,11 @@ class RunView:
         )
 
 
+def _sample_count(samples: object) -> str:
+    """The suite's ``samples`` as a phrase: a count per dataset, or every image (``null``)."""
+    return "every image of each dataset" if samples is None else f"{samples} per dataset"
+
+
 def _facts(report: Report, view: RunView) -> None:
     m = view.manifest
     report.heading("The run")
@@ -137,7 +142,7 @@ def _facts(report: Report, view: RunView) -> None:
         ("suite", f"{m.suite_name} ({m.suite_path})" if m else str(view.run_dir)),
         ("description", str(suite.get("description", "")).strip()),
         ("data", ", ".join(f"{d.get('id') or d['name']} ({d['name']})" for d in suite.get("datasets", []))),
-        ("images", f"{suite.get('samples')} per dataset, seed {suite.get('seed')}, target rule {suite.get('target')}"),
+        ("images", f"{_sample_count(suite.get('samples'))}, seed {suite.get('seed')}, target {suite.get('target')}"),
         ("device", str(env.get("device", {}).get("name", "?"))),
         (
             "versions",

@@ -181,6 +181,28 @@ def test_renaming_a_metric_id_keeps_every_view() -> None:
     assert "## Cost and faithfulness" in board and "cost (s/image)" in board and "| del" in board
 
 
+def test_controls_never_rank_models() -> None:
+    """A control ignores the model (a centred blob): its scores differ between models only by resampling to
+    their input sizes, so a table ranking models by it would rank noise. Real explainers keep their table."""
+    from bench.cards import ExplainerCard
+
+    rng = np.random.default_rng(2)
+    frame = pd.concat(
+        [
+            _rows("gradcam", "iou", list(rng.uniform(0.5, 0.7, 20)), model="m1"),
+            _rows("gradcam", "iou", list(rng.uniform(0.1, 0.3, 20)), model="m2"),
+            _rows("blob", "iou", [0.3] * 20, model="m1"),
+            _rows("blob", "iou", [0.3001] * 20, model="m2"),
+        ]
+    )
+    cards = _cards(frame)
+    cards.explainers["blob"] = ExplainerCard("blob", "gaussian_blob", 1, "{}", "control", control=True)
+    built = build(frame, cards, pd.DataFrame())
+    assert [t.keys["explainer"] for t in built.models] == ["gradcam"]
+    assert "d / gradcam: models by localisation" in built.board.render("md")
+    assert "blob: models by localisation" not in built.board.render("md")
+
+
 # ---------------------------------------------------------------- regression tracking
 
 
