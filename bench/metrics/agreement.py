@@ -75,7 +75,7 @@ class Agreement(Metric):
             return Scores(values={"": torch.full((n,), float("nan"))}, reasons=[f"reference: {reason}"] * n)
         self.other.prepare(ExplainerContext(model=model, device=batch.x.device, seed=0, background=_no_background))
         with torch.enable_grad():
-            other = self.other.explain(model, batch.x, batch.target, list(inp.seeds))
+            other = self.other.explain(model, batch.x, inp.target, list(inp.seeds))
         return agreement(
             inp.attributions,
             other,
