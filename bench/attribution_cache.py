@@ -17,7 +17,7 @@ import os
 import shutil
 import time
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -74,9 +74,10 @@ class AttributionCache:
 
     def get(
         self, key: CacheKey, sample_ids: Sequence[str], seeds: Sequence[int], targets: Sequence[int]
-    ) -> tuple[np.ndarray, dict] | None:
+    ) -> tuple[np.ndarray, dict[str, np.ndarray]] | None:
         """Stacked attributions (N, 1, H, W) and per-sample costs when *every* sample is cached."""
-        maps, costs = [], {k: [] for k in COST_KEYS}
+        maps: list[np.ndarray] = []
+        costs: dict[str, list[float]] = {k: [] for k in COST_KEYS}
         for sample_id, seed, target in zip(sample_ids, seeds, targets, strict=True):
             path = self._path(key, sample_id, seed, target)
             entry = self._read(path)
@@ -111,13 +112,14 @@ class AttributionCache:
         seeds: Sequence[int],
         targets: Sequence[int],
         attributions: np.ndarray,
-        costs: dict,
+        costs: Mapping[str, Any],
     ) -> None:
         """Store one entry per sample (attribution (1, H, W) float32 and its costs). The cache is an
         optimisation: a write that fails (a full disk) is skipped, never an error of the cell."""
         for i, (sample_id, seed, target) in enumerate(zip(sample_ids, seeds, targets, strict=True)):
             buffer = io.BytesIO()
-            values = {k: np.float64(np.asarray(costs[k])[i]) for k in COST_KEYS}
+            # Any: numpy's stub lets a str-keyed ** mapping fill savez's `allow_pickle: bool` keyword
+            values: dict[str, Any] = {k: np.float64(np.asarray(costs[k])[i]) for k in COST_KEYS}
             np.savez(buffer, attribution=np.asarray(attributions[i], dtype=np.float32), **values)
             try:
                 atomic.write_bytes(self._path(key, sample_id, seed, target), buffer.getvalue())

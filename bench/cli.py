@@ -12,23 +12,26 @@ import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tabulate import tabulate
 
 from bench import __version__
 from bench.errors import RunInterrupted, XbenchError
 
+if TYPE_CHECKING:
+    from bench.fastpath import ThreadSetting
+
 EXIT_OK, EXIT_CELL_ERRORS, EXIT_BAD_INPUT, EXIT_INTERNAL = 0, 1, 2, 3
 
 
-def _fast_path(args: argparse.Namespace, suite_threads: int | str) -> None:
+def _fast_path(args: argparse.Namespace, suite_threads: ThreadSetting) -> None:
     """Threads and allocator for this process (``bench.fastpath``), exported for worker processes."""
     import os
 
     from bench import fastpath
 
-    threads = args.threads if args.threads is not None else suite_threads
+    threads: ThreadSetting = args.threads if args.threads is not None else suite_threads
     applied = fastpath.configure(threads, args.allocator)
     os.environ.update(fastpath.environment(threads, args.allocator))  # Ray passes XBENCH_* to its workers
     print(f"cpu: {applied.describe()}", file=sys.stderr)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from types import TracebackType
+from typing import Any
 
 import torch
 from torch import nn
@@ -23,12 +24,12 @@ class PassCounter:
         self.backward_images = 0
         self._handle: torch.utils.hooks.RemovableHandle | None = None
 
-    def _on_forward(self, _module: nn.Module, _inputs: tuple, output: torch.Tensor) -> None:
+    def _on_forward(self, _module: nn.Module, _inputs: tuple[Any, ...], output: torch.Tensor) -> None:
         if not isinstance(output, torch.Tensor):
             return
         self.forward_images += output.shape[0]
         if output.requires_grad:
-            output.register_hook(self._on_backward)
+            output.register_hook(self._on_backward)  # type: ignore[no-untyped-call]  # torch leaves it unannotated
 
     def _on_backward(self, grad: torch.Tensor) -> None:
         self.backward_images += grad.shape[0]

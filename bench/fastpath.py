@@ -218,7 +218,7 @@ def configure(threads: ThreadSetting | None = "auto", allocator: AllocatorSettin
 
 def environment(threads: ThreadSetting | None, allocator: AllocatorSetting) -> dict[str, str]:
     """The variables that make ``configure_from_env`` in another process (a Ray worker) apply the same settings."""
-    env = {ENV_ALLOCATOR: allocator}
+    env: dict[str, str] = {ENV_ALLOCATOR: allocator}
     if threads is not None:
         env[ENV_THREADS] = str(threads)
     return env

@@ -19,6 +19,7 @@ the label's set (mapped); otherwise correctness is unknown (None).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 import torch
@@ -94,7 +95,7 @@ def plan_targets(
         elif rule == "predicted":
             target = top1[i]
         else:
-            members = sets[label]
+            members = cast(list[tuple[int, ...]], sets)[label]  # rule mapped: resolve_rule gave it a mapping
             if members:
                 target = members[int(probs[i, list(members)].argmax())]
             else:

@@ -54,7 +54,8 @@ def reference_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.mark.parametrize(
     "command",
     [["--help"], ["list"], ["list", "--format", "markdown"], ["validate", "suites/quickstart.yaml"],
-     ["validate", "suites/standin/cifar10-cnn-vs-vit.yaml", "--no-time"], ["leaderboard", "{run}"], ["compare", "{run}", "{run}"]],
+     ["validate", "suites/standin/cifar10-cnn-vs-vit.yaml", "--no-time"], ["leaderboard", "{run}"],
+     ["compare", "{run}", "{run}"]],
     ids=["help", "list", "list-markdown", "validate-quickstart", "validate-vit-standin", "leaderboard", "compare"],
 )  # fmt: skip
 def test_light_commands_never_import_torchvision(command: list[str], reference_run: Path) -> None:

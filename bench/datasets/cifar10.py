@@ -57,7 +57,9 @@ def _numpy_multiarray() -> Any:
     try:
         from numpy._core import multiarray
     except ImportError:  # NumPy < 1.26
-        from numpy.core import multiarray
+        from numpy.core import multiarray as legacy
+
+        return legacy
     return multiarray
 
 
@@ -186,7 +188,7 @@ class CIFAR10(Dataset):
     Params = CIFAR10Params
     version = 1
 
-    def __init__(self, params: Params | None = None):
+    def __init__(self, params: CIFAR10Params | None = None):
         super().__init__(params)
         self._cache: dict[str, _SplitData] = {}
         self._meta_checked = False

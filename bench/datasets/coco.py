@@ -101,7 +101,8 @@ def instance_mask(segmentation: Any, height: int, width: int) -> np.ndarray:
         rle = {"size": segmentation["size"], "counts": segmentation["counts"].encode("ascii")}
     with warnings.catch_warnings():  # pycocotools' own NumPy 2 deprecation notice, not ours to fix
         warnings.simplefilter("ignore", DeprecationWarning)
-        return mask_utils.decode(rle).astype(bool)
+        decoded: np.ndarray = mask_utils.decode(rle)
+        return decoded.astype(bool)
 
 
 def sample_mask(objects: Sequence[CocoObject], image: CocoImage, box: bool, largest: bool) -> np.ndarray:
@@ -130,7 +131,7 @@ class COCO(Dataset):
     variable_size = True
     version = 1
 
-    def __init__(self, params: Params | None = None):
+    def __init__(self, params: COCOParams | None = None):
         super().__init__(params)
         self._coco: CocoFile | None = None
         self._refs: list[SampleRef] | None = None
@@ -206,6 +207,7 @@ class COCO(Dataset):
 
     def _area(self, objects: list[CocoObject], image: CocoImage) -> float:
         """Fraction of the image that a sample's ground truth covers (see ``min_area``)."""
+        covered: float
         if self.params.ground_truth == "box":
             boxes = [from_coco(o.bbox).clipped(image.height, image.width) for o in objects]
             covered = (

@@ -61,7 +61,7 @@ class _Problem(ValueError):
     """A malformed entry; ``read_coco`` turns it into a DataError naming the file."""
 
 
-def _int(entry: dict, key: str, what: str) -> int:
+def _int(entry: dict[str, Any], key: str, what: str) -> int:
     value = entry.get(key)
     if isinstance(value, bool) or not isinstance(value, int):
         raise _Problem(f"{what}: `{key}` is {value!r}, not an integer")
@@ -128,7 +128,9 @@ def _object(entry: Any, position: int, coco: CocoFile) -> tuple[int, CocoObject]
     if not isinstance(area, Real) or isinstance(area, bool):
         raise _Problem(f"{what}: `area` is {area!r}, not a number")
     segmentation = _segmentation(entry.get("segmentation", []), image, what)
-    obj = CocoObject(_int(entry, "id", what), category, tuple(bbox), segmentation, float(area), bool(crowd))
+    obj = CocoObject(
+        _int(entry, "id", what), category, (bbox[0], bbox[1], bbox[2], bbox[3]), segmentation, float(area), bool(crowd)
+    )
     return image.id, obj
 
 

@@ -120,7 +120,7 @@ def load_image_batch(
 
 def _check_same_size(images: Sequence[torch.Tensor], refs: Sequence[SampleRef], where: Path | str) -> None:
     """DataError naming two samples of different sizes when ``images`` cannot be stacked."""
-    first = {}
+    first: dict[tuple[int, ...], str] = {}
     for x, ref in zip(images, refs, strict=True):
         first.setdefault(tuple(x.shape), ref.id)
     if len(first) > 1:

@@ -171,7 +171,8 @@ class ImageList(Dataset):
         """Whether the CSV's first row is a header: as configured, else when its label is no class and its
         file does not exist (a data row with an unknown label then still fails loudly)."""
         if self.params.header is not None:
-            return self.params.header
+            header: bool = self.params.header
+            return header
         name, label = cells[0], (cells[1] if len(cells) > 1 else "")
         return label not in self.classes and not (name and (root / name).is_file())
 

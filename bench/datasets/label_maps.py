@@ -152,7 +152,8 @@ class LabelMap:
         """
         vocabulary = VOCABULARIES.get(self.label_space or "", tuple(class_names))
         position = {name: i for i, name in enumerate(vocabulary)}
-        sets, reasons = [], []
+        sets: list[tuple[int, ...]] = []
+        reasons: list[str | None] = []
         for dataset_class in classes:
             entry = self.lookup(dataset_class)
             if entry is None:

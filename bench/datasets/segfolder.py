@@ -97,7 +97,7 @@ class SegFolder(Dataset):
     variable_size = True
     version = 1
 
-    def __init__(self, params: Params | None = None):
+    def __init__(self, params: SegFolderParams | None = None):
         super().__init__(params)
         self._refs: list[SampleRef] | None = None
         self._problems: list[tuple[str, str]] = []
@@ -239,6 +239,7 @@ class SegFolder(Dataset):
         """The ground truth (uint8) of one class value (-1: a binary mask, any non-background value)."""
         p = self.params
         ignored = values == p.ignore if p.ignore is not None else np.zeros(values.shape, dtype=bool)
+        mask: np.ndarray
         if value < 0:
             mask = ((values != p.background) & ~ignored).astype(np.uint8)
         else:

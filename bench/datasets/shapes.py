@@ -58,8 +58,8 @@ def _outline(cls: str, radius: float) -> np.ndarray:
         return radius * np.stack([np.cos(a), np.sin(a)])
     if cls == "star":
         a = np.deg2rad(90 + 36 * np.arange(10))
-        r = np.where(np.arange(10) % 2 == 0, radius, radius * 0.45)
-        return np.stack([r * np.cos(a), r * np.sin(a)])
+        radii = np.where(np.arange(10) % 2 == 0, radius, radius * 0.45)
+        return np.stack([radii * np.cos(a), radii * np.sin(a)])
     if cls == "cross":
         r, w = radius, radius * 0.34
         xs = [w, w, r, r, w, w, -w, -w, -r, -r, -w, -w]
@@ -72,7 +72,8 @@ def shape_mask(cls: str, cx: float, cy: float, radius: float, angle: float, size
     """Exact binary mask (size, size) of one shape; pixel (i, j) has centre (j+.5, i+.5)."""
     ys, xs = np.mgrid[0:size, 0:size].astype(float) + 0.5
     if cls == "disk":
-        return (xs - cx) ** 2 + (ys - cy) ** 2 <= (radius * 0.85) ** 2
+        disk: np.ndarray = (xs - cx) ** 2 + (ys - cy) ** 2 <= (radius * 0.85) ** 2
+        return disk
     verts = _outline(cls, radius)
     c, s = np.cos(angle), np.sin(angle)
     vx = cx + c * verts[0] - s * verts[1]
@@ -87,7 +88,8 @@ def _background(rng: np.random.Generator, size: int) -> np.ndarray:
     i0 = np.clip(np.floor(t).astype(int), 0, 2)
     f = t - i0
     rows = coarse[:, i0, :] * (1 - f)[None, :, None] + coarse[:, i0 + 1, :] * f[None, :, None]
-    return rows[:, :, i0] * (1 - f)[None, None, :] + rows[:, :, i0 + 1] * f[None, None, :]
+    field: np.ndarray = rows[:, :, i0] * (1 - f)[None, None, :] + rows[:, :, i0 + 1] * f[None, None, :]
+    return field
 
 
 def _draw_clutter(rng: np.random.Generator, img: np.ndarray, style: ShapeStyle) -> None:

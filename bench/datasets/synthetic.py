@@ -59,7 +59,8 @@ class Synthetic(Dataset):
         return (3, self.params.size, self.params.size)
 
     def _count(self, split: str) -> int:
-        return self.params.train_size if split == "train" else self.params.test_size
+        count: int = self.params.train_size if split == "train" else self.params.test_size
+        return count
 
     def index(self, split: str) -> list[SampleRef]:
         seed = self.params.data_seed
@@ -72,5 +73,5 @@ class Synthetic(Dataset):
         mask = torch.from_numpy(masks).unsqueeze(1)
         if image_size is not None:
             x = resize(x, image_size)
-            mask = torch.stack([resize_mask(m, tuple(image_size)) for m in mask])
+            mask = torch.stack([resize_mask(m, (image_size[0], image_size[1])) for m in mask])
         return Batch(x=x, label=torch.from_numpy(labels), ids=[r.id for r in refs], mask=mask)

@@ -193,7 +193,7 @@ class VOC2012(Dataset):
     version = 1
     identity_defaults: ClassVar[dict[str, Any]] = {"label_map": None, "ground_truth": "mask"}
 
-    def __init__(self, params: Params | None = None):
+    def __init__(self, params: VOC2012Params | None = None):
         super().__init__(params)
         self._voc: Path | None = None
         self._index: dict[str, list[SampleRef]] = {}
@@ -205,7 +205,8 @@ class VOC2012(Dataset):
 
     @property
     def boxes(self) -> bool:
-        return self.params.ground_truth == "box"
+        box: bool = self.params.ground_truth == "box"
+        return box
 
     def splits(self) -> tuple[str, ...]:
         return (*SPLITS, "test") if self.params.split == "test" else SPLITS
@@ -398,7 +399,10 @@ class VOC2012(Dataset):
         skipped: list[tuple[str, str]] = []
         for ref, (image_id, voc_index) in zip(refs, parsed, strict=True):
             entry = images[image_id]
-            mask = entry if isinstance(entry, str) else self._mask(entry[1], image_id, voc_index, entry[2])
+            if isinstance(entry, str):
+                skipped.append((ref.id, entry))
+                continue
+            mask = self._mask(entry[1], image_id, voc_index, entry[2])
             if isinstance(mask, str):
                 skipped.append((ref.id, mask))
                 continue

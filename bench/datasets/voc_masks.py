@@ -70,6 +70,7 @@ def sample_mask(class_mask: np.ndarray, voc_index: int, object_mask: np.ndarray 
     object nor background, so metrics should count them neither way.
     """
     in_class = class_mask == voc_index
+    mask: np.ndarray
     if object_mask is None:
         mask = in_class.astype(np.uint8)
     else:

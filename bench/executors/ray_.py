@@ -18,7 +18,7 @@ import os
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -26,6 +26,9 @@ from bench.errors import ConfigError
 from bench.executors.base import Executor
 from bench.tasks import BatchDone, CellDone, CellTask, Event, TaskFailed
 from bench.work import Worker, run_task
+
+if TYPE_CHECKING:
+    from bench.fastpath import AllocatorSetting
 
 _WORKERS: dict[str | None, Worker] = {}  # per Ray worker process: reused across tasks
 
@@ -35,7 +38,7 @@ def _execute(task: CellTask, cache_root: str | None, threads: int) -> Iterator[E
     (``XBENCH_ALLOCATOR``, passed in the runtime environment), one thread per CPU the task holds."""
     from bench import fastpath
 
-    allocator = "default" if os.environ.get(fastpath.ENV_ALLOCATOR) == "default" else "tuned"
+    allocator: AllocatorSetting = "default" if os.environ.get(fastpath.ENV_ALLOCATOR) == "default" else "tuned"
     fastpath.configure(max(1, threads), allocator)
     torch.set_num_threads(max(1, threads))
     if cache_root not in _WORKERS:

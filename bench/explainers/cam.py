@@ -107,7 +107,8 @@ class CAMExplainer(Explainer):
     requires = frozenset({"spatial_layer"})
 
     def sweeps(self) -> bool:
-        return self.params.layer == ALL_CONV
+        sweep: bool = self.params.layer == ALL_CONV
+        return sweep
 
     def expand(self, model: LoadedModel) -> list[tuple[str, Explainer]]:
         """For ``layer: all_conv``, this method at every nn.Conv2d (in ``named_modules`` order); else itself."""

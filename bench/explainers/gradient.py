@@ -12,7 +12,7 @@ from __future__ import annotations
 from abc import abstractmethod
 from collections.abc import Sequence
 from types import ModuleType
-from typing import Literal
+from typing import Literal, cast
 
 import torch
 from pydantic import Field
@@ -26,7 +26,8 @@ def captum_attr() -> ModuleType:
     """``captum.attr``, imported on first use: about half a second that ``xbench list`` and ``validate`` skip."""
     import captum.attr
 
-    return captum.attr
+    module: ModuleType = captum.attr
+    return module
 
 
 class ChannelExplainer(Explainer):
@@ -65,7 +66,8 @@ class Saliency(ChannelExplainer):
     def channel_attributions(
         self, model: LoadedModel, x: torch.Tensor, target: torch.Tensor, seeds: Sequence[int]
     ) -> torch.Tensor:
-        return captum_attr().Saliency(model.module).attribute(_grad_input(x), target=target, abs=False)
+        grads: torch.Tensor = captum_attr().Saliency(model.module).attribute(_grad_input(x), target=target, abs=False)
+        return grads
 
 
 class InputXGradientParams(ReduceFields):
@@ -82,7 +84,8 @@ class InputXGradient(ChannelExplainer):
     def channel_attributions(
         self, model: LoadedModel, x: torch.Tensor, target: torch.Tensor, seeds: Sequence[int]
     ) -> torch.Tensor:
-        return captum_attr().InputXGradient(model.module).attribute(_grad_input(x), target=target)
+        attribution: torch.Tensor = captum_attr().InputXGradient(model.module).attribute(_grad_input(x), target=target)
+        return attribution
 
 
 class GuidedBackpropParams(ReduceFields):
@@ -103,7 +106,8 @@ class GuidedBackprop(ChannelExplainer):
     def channel_attributions(
         self, model: LoadedModel, x: torch.Tensor, target: torch.Tensor, seeds: Sequence[int]
     ) -> torch.Tensor:
-        return captum_attr().GuidedBackprop(model.module).attribute(_grad_input(x), target=target)
+        attribution: torch.Tensor = captum_attr().GuidedBackprop(model.module).attribute(_grad_input(x), target=target)
+        return attribution
 
 
 class GuidedGradCAMParams(GuidedBackpropParams):
@@ -130,12 +134,14 @@ class GuidedGradCAM(ChannelExplainer):
     def channel_attributions(
         self, model: LoadedModel, x: torch.Tensor, target: torch.Tensor, seeds: Sequence[int]
     ) -> torch.Tensor:
-        layer = model.layer(self.params.layer or model.spec.target_layer)
-        return (
+        # cast: supports() refuses a model without a CAM layer when params.layer is unset
+        layer = model.layer(cast(str, self.params.layer or model.spec.target_layer))
+        attribution: torch.Tensor = (
             captum_attr()
             .GuidedGradCam(model.module, layer)
             .attribute(_grad_input(x), target=target, interpolate_mode=self.params.upsample)
         )
+        return attribution
 
 
 class DeepLiftParams(ReduceFields, BaselineFields):
@@ -162,7 +168,10 @@ class DeepLift(ChannelExplainer):
         self, model: LoadedModel, x: torch.Tensor, target: torch.Tensor, seeds: Sequence[int]
     ) -> torch.Tensor:
         baseline = make_baseline(x, self.params, seeds)
-        return captum_attr().DeepLift(model.module).attribute(_grad_input(x), baselines=baseline, target=target)
+        attribution: torch.Tensor = (
+            captum_attr().DeepLift(model.module).attribute(_grad_input(x), baselines=baseline, target=target)
+        )
+        return attribution
 
 
 class IntegratedGradientsParams(ReduceFields, BaselineFields):
@@ -194,8 +203,10 @@ class IntegratedGradients(ChannelExplainer):
         method = captum_attr().IntegratedGradients(model.module)
 
         def integrate(rows: slice, internal: int | None) -> torch.Tensor:
-            return method.attribute(x[rows], baselines=baseline[rows], target=target[rows], n_steps=p.n_steps,
-                                    method=p.method, internal_batch_size=internal)  # fmt: skip
+            attribution: torch.Tensor = method.attribute(x[rows], baselines=baseline[rows], target=target[rows],
+                                                         n_steps=p.n_steps, method=p.method,
+                                                         internal_batch_size=internal)  # fmt: skip
+            return attribution
 
         if p.internal_batch_size is not None:
             return integrate(slice(None), p.internal_batch_size)

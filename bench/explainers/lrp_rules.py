@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import torch
 from torch import nn
@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 __all__ = ["CifarBasicBlockCanonizer", "Composite", "Gradient", "make_canonizers", "make_composite", "registered"]
 
 
-class CifarBasicBlockCanonizer(AttributeCanonizer):
+class CifarBasicBlockCanonizer(AttributeCanonizer):  # type: ignore[misc]  # zennit ships no type information
     """Routes the residual addition of bench's CIFAR ResNet blocks through a zennit ``Sum`` module.
 
     The same rewrite as zennit's ResNetBasicBlockCanonizer, for ``bench.models.cifar_resnet``'s
@@ -59,8 +59,10 @@ class CifarBasicBlockCanonizer(AttributeCanonizer):
     def _forward(self: CifarBasicBlock, x: torch.Tensor) -> torch.Tensor:
         out = self.relu1(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
-        out = self.canonizer_sum(torch.stack([self.shortcut(x), out], dim=-1))
-        return self.relu2(out)
+        # cast: the canonizer attaches canonizer_sum (a zennit Sum) to the block
+        out = cast(nn.Module, self.canonizer_sum)(torch.stack([self.shortcut(x), out], dim=-1))
+        activation: torch.Tensor = self.relu2(out)
+        return activation
 
 
 def make_canonizers(name: CanonizerName) -> list[Canonizer]:

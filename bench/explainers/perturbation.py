@@ -22,7 +22,7 @@ import math
 from abc import abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, cast
 
 import torch
 from captum._utils.models.model import Model
@@ -105,7 +105,7 @@ class SurrogateFields(ReduceFields, BaselineFields, SegmentationFields):
     )
 
 
-class WeightedLeastSquares(Model):
+class WeightedLeastSquares(Model):  # type: ignore[misc]  # captum ships no type information
     """The surrogate: weighted least squares with an intercept and an L2 penalty ``alpha`` on the slopes.
 
     What sklearn's Ridge (alpha > 0) and LinearRegression (alpha = 0) compute with sample
@@ -119,7 +119,7 @@ class WeightedLeastSquares(Model):
         self.coef: torch.Tensor | None = None
         self.intercept: torch.Tensor | None = None
 
-    def fit(self, train_data: DataLoader, **kwargs: Any) -> dict[str, float]:
+    def fit(self, train_data: DataLoader[tuple[torch.Tensor, ...]], **kwargs: Any) -> dict[str, float]:
         if isinstance(train_data.dataset, TensorDataset):  # captum's case: skip collating sample by sample
             columns = train_data.dataset.tensors
         else:
@@ -145,7 +145,9 @@ class WeightedLeastSquares(Model):
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """The surrogate's prediction for patterns (B, K)."""
-        return x.to(self.representation()) @ self.coef + self.intercept
+        slopes = self.representation()  # RuntimeError before fit
+        coef, intercept = cast(torch.Tensor, self.coef), cast(torch.Tensor, self.intercept)  # fit sets both
+        return x.to(slopes) @ coef + intercept
 
 
 class PatternForward:
@@ -162,7 +164,8 @@ class PatternForward:
 
     def __call__(self, patterns: torch.Tensor) -> torch.Tensor:
         keep = patterns.to(self.segments.device).bool()[:, self.segments][:, None]  # (B, 1, H, W)
-        return self.module(torch.where(keep, self.image, self.baseline))
+        logits: torch.Tensor = self.module(torch.where(keep, self.image, self.baseline))
+        return logits
 
 
 def keep_pattern(pattern: torch.Tensor, _original: torch.Tensor, **_kwargs: Any) -> torch.Tensor:

@@ -84,10 +84,10 @@ class MaskGeometry:
     def of(cls, size: tuple[int, int], grid: int | None, cell_size: int | None) -> MaskGeometry:
         """The paper's geometry: cells of ceil(size / grid) pixels, or grid = ceil(size / cell_size)."""
         if cell_size is not None:
-            cells = tuple(math.ceil(s / cell_size) for s in size)
+            cells = (math.ceil(size[0] / cell_size), math.ceil(size[1] / cell_size))
             return cls(size=size, grid=cells, cell=(cell_size, cell_size))
         assert grid is not None
-        return cls(size=size, grid=(grid, grid), cell=tuple(math.ceil(s / grid) for s in size))
+        return cls(size=size, grid=(grid, grid), cell=(math.ceil(size[0] / grid), math.ceil(size[1] / grid)))
 
     @property
     def upsampled(self) -> tuple[int, int]:
@@ -140,7 +140,7 @@ class RISE(Explainer):
     ) -> torch.Tensor:
         p = self.params
         n, m = x.shape[0], p.n_masks
-        geom = MaskGeometry.of(tuple(x.shape[-2:]), p.grid, p.cell_size)
+        geom = MaskGeometry.of((x.shape[-2], x.shape[-1]), p.grid, p.cell_size)
         grids, shifts = draw_masks(seeds, m, geom, p.p, device=x.device)
         baseline = make_baseline(x, p, seeds)
         saliency = torch.zeros(n, 1, *geom.size, device=x.device, dtype=torch.float32)
@@ -153,7 +153,8 @@ class RISE(Explainer):
             scores = model(baseline[image] + masks * (x[image] - baseline[image])).float()
             weights = target_outputs(scores, target[image], p.output)
             accumulate(saliency[start // m : (stop - 1) // m + 1], image - start // m, weights, masks)
-        return saliency / (m * p.p)
+        normalised: torch.Tensor = saliency / (m * p.p)
+        return normalised
 
 
 def accumulate(saliency: torch.Tensor, local: torch.Tensor, weights: torch.Tensor, masks: torch.Tensor) -> None:

@@ -113,7 +113,8 @@ class GradientShap(BackgroundExplainer):
                 points = (a * inputs + (1 - a) * base).detach().requires_grad_(True)
                 grads = saliency.attribute(points, target=target[images].repeat_interleave(m), abs=False)
                 total[images] += ((inputs - base) * grads).float().view(k, m, *x.shape[1:]).sum(1)
-        return total / p.n_samples
+        mean: torch.Tensor = total / p.n_samples
+        return mean
 
 
 class DeepLiftShap(BackgroundExplainer):

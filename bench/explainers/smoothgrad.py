@@ -107,14 +107,16 @@ class SmoothGrad(ChannelExplainer):
         self.base = base_cls(base_cls.Params(**self.params.base_params))
 
     def passes(self, image_shape: ImageShape) -> Passes:
-        return self.base.passes(image_shape) * self.params.n_samples
+        passes: Passes = self.base.passes(image_shape) * self.params.n_samples
+        return passes
 
     def noise(self, x: torch.Tensor, seeds: Sequence[int]) -> torch.Tensor:
         """The noise (N, n_samples, C, H, W) added to the images ``x``, from their seeds."""
         p = self.params
         unit = per_sample_rand(seeds, (p.n_samples, *x.shape[1:]), "smoothgrad-noise", device=x.device, normal=True)
         value_range = (x.flatten(1).amax(1) - x.flatten(1).amin(1)).view(-1, 1, 1, 1, 1)
-        return unit.to(x.dtype) * (p.stdev * value_range)
+        noise: torch.Tensor = unit.to(x.dtype) * (p.stdev * value_range)
+        return noise
 
     def channel_attributions(
         self, model: LoadedModel, x: torch.Tensor, target: torch.Tensor, seeds: Sequence[int]

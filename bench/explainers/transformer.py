@@ -15,7 +15,7 @@ import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from functools import partial
-from typing import TYPE_CHECKING, ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal, cast
 
 import torch
 import torch.nn.functional as F
@@ -52,14 +52,16 @@ def project_qkv(
     heads = mha.num_heads
     if mha._qkv_same_embed_dim and query is key and key is value:
         qkv = F.linear(query, mha.in_proj_weight, mha.in_proj_bias)  # (N, L, 3E)
-        return qkv.unflatten(-1, (3, heads, -1)).permute(2, 0, 3, 1, 4).unbind(0)
+        # torch's Tensor.unflatten has no annotations
+        q, k, v = qkv.unflatten(-1, (3, heads, -1)).permute(2, 0, 3, 1, 4).unbind(0)  # type: ignore[no-untyped-call]
+        return q, k, v
     if mha._qkv_same_embed_dim:
         weights = mha.in_proj_weight.chunk(3)
     else:
         weights = (mha.q_proj_weight, mha.k_proj_weight, mha.v_proj_weight)
     biases = mha.in_proj_bias.chunk(3) if mha.in_proj_bias is not None else (None, None, None)
     q, k, v = (
-        F.linear(z, w, b).unflatten(-1, (heads, -1)).transpose(1, 2)
+        F.linear(z, w, b).unflatten(-1, (heads, -1)).transpose(1, 2)  # type: ignore[no-untyped-call]  # as above
         for z, w, b in zip((query, key, value), weights, biases, strict=True)
     )
     return q, k, v
@@ -235,7 +237,7 @@ class AttentionRollout(_AttentionExplainer):
             fused = fused / fused.sum(dim=-1, keepdim=True)
             rollout = fused if rollout is None else fused @ rollout
         assert rollout is not None, "a VisionTransformer has at least one encoder block"
-        return cls_patch_map(rollout.float(), model, vit, tuple(x.shape[-2:]))
+        return cls_patch_map(rollout.float(), model, vit, (x.shape[-2], x.shape[-1]))
 
 
 class TransformerAttribution(_AttentionExplainer):
@@ -264,11 +266,12 @@ class TransformerAttribution(_AttentionExplainer):
         vit = self._vit(model)
         with torch.enable_grad(), record_attention(vit) as attentions:
             logits = model(x.detach())
-            logits.gather(1, target[:, None]).sum().backward()  # samples are independent: one backward
+            # samples are independent: one backward (torch's Tensor.backward has no annotations)
+            logits.gather(1, target[:, None]).sum().backward()  # type: ignore[no-untyped-call]
         with torch.no_grad():
             n, t = x.shape[0], attentions[0].shape[-1]
             relevance = torch.eye(t, device=x.device).expand(n, t, t)
             for attn in attentions:
-                weighted = (attn.grad * attn).clamp(min=0).mean(1)
+                weighted = (cast(torch.Tensor, attn.grad) * attn).clamp(min=0).mean(1)  # set by the backward above
                 relevance = relevance + weighted @ relevance
-            return cls_patch_map(relevance.float(), model, vit, tuple(x.shape[-2:]))
+            return cls_patch_map(relevance.float(), model, vit, (x.shape[-2], x.shape[-1]))

@@ -8,10 +8,12 @@ a reference explainer and calls this.
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 
 from bench.metrics.base import Scores, nan_reasons
-from bench.metrics.similarity import UNDEFINED, prepare_maps, topk_overlap
+from bench.metrics.similarity import UNDEFINED, SimilarityKind, prepare_maps, topk_overlap
 from bench.metrics.similarity import similarity as map_similarity
 
 KINDS = ("spearman", "pearson", "ssim", "hog", "topk")
@@ -45,7 +47,12 @@ def agreement(
     b = prepare_maps(reference, abs, normalise)
     finite = torch.isfinite(a).flatten(1).all(1) & torch.isfinite(b).flatten(1).all(1)
     # the ranks of non-finite values are finite: such maps are caught here, not by the correlation
-    values = topk_overlap(a, b, k_percent) if similarity == "topk" else map_similarity(similarity, a, b)
+    # cast: checked against KINDS above (a membership test does not narrow str to the Literal)
+    values = (
+        topk_overlap(a, b, k_percent)
+        if similarity == "topk"
+        else map_similarity(cast(SimilarityKind, similarity), a, b)
+    )
     values = torch.where(finite, values, torch.nan)
     reasons = nan_reasons(values, [(~finite, NON_FINITE)], otherwise=UNDEFINED.get(similarity, ""))
     return Scores(values={"": values}, reasons=reasons)

@@ -30,7 +30,10 @@ def shannon_entropy(a: torch.Tensor, total: torch.Tensor) -> torch.Tensor:
     """Entropy (nats) of each row of non-negative ``a`` (N, n) normalised by its ``total`` (N,),
     with 0 log 0 = 0. Rows with a zero total give 0 (the caller marks them undefined)."""
     p = a / torch.where(total > 0, total, 1.0).to(a.dtype)[:, None]
-    return -torch.special.xlogy(p, p).sum(1, dtype=torch.float64)  # terms in the map's precision, summed in float64
+    entropy: torch.Tensor = -torch.special.xlogy(p, p).sum(
+        1, dtype=torch.float64
+    )  # terms in the map's precision, summed in float64
+    return entropy
 
 
 def _magnitude(attributions: torch.Tensor, measure: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> Scores:

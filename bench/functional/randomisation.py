@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 import itertools
 from collections.abc import Callable, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import torch
 from torch import nn
@@ -74,8 +74,8 @@ def reinitialise(layer: nn.Module, seed: int) -> None:
     device = next(itertools.chain(layer.parameters(), layer.buffers()), torch.empty(0)).device
     layer.cpu()
     with torch.random.fork_rng(devices=[]):
-        torch.random.default_generator.manual_seed(seed)
-        layer.reset_parameters()
+        torch.default_generator.manual_seed(seed)
+        cast(Any, layer).reset_parameters()  # any module that has it (nn.Module types attributes Tensor | Module)
     layer.to(device)
 
 

@@ -16,7 +16,6 @@ from typing import Any, ClassVar
 import torch
 from pydantic import Field, model_validator
 
-from bench.component import Params
 from bench.explainers.base import Explainer, ExplainerContext
 from bench.functional.comparison import KINDS, agreement
 from bench.metrics.base import Metric, MetricInput, Scores
@@ -55,7 +54,7 @@ class Agreement(Metric):
     outputs: ClassVar[dict[str, Direction]] = {"": Direction.HIGHER}
     ranked: ClassVar[bool] = False
 
-    def __init__(self, params: Params | None = None):
+    def __init__(self, params: AgreementParams | None = None):
         super().__init__(params)
         from bench.registry import EXPLAINERS
 
@@ -76,7 +75,7 @@ class Agreement(Metric):
             return Scores(values={"": torch.full((n,), float("nan"))}, reasons=[f"reference: {reason}"] * n)
         self.other.prepare(ExplainerContext(model=model, device=batch.x.device, seed=0, background=_no_background))
         with torch.enable_grad():
-            other = self.other.explain(model, batch.x, batch.target, list(inp.seeds))
+            other = self.other.explain(model, batch.x, inp.target, list(inp.seeds))
         return agreement(
             inp.attributions,
             other,

@@ -41,6 +41,13 @@ class MetricInput:
     def seconds_per_image(self) -> torch.Tensor | None:
         return self.cost.get("seconds")
 
+    @property
+    def target(self) -> torch.Tensor:
+        """The batch's targets (N,): the group sets them on every batch before a metric scores it."""
+        target = self.batch.target
+        assert target is not None, "the group sets every batch's targets"
+        return target
+
 
 @dataclass
 class Scores:

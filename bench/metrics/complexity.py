@@ -13,7 +13,6 @@ with the reason "all-zero attribution", never a silent 0.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import ClassVar
 
 import torch
@@ -29,7 +28,7 @@ class _MagnitudeMetric(Metric):
     map is NaN with a reason. No model pass."""
 
     family = "complexity"
-    function: ClassVar[Callable[[torch.Tensor], Scores]]
+    function: ClassVar[staticmethod[[torch.Tensor], Scores]]
 
     def passes(self, image_shape: ImageShape, explainer: Explainer | None = None) -> Passes:
         return Passes(0, 0)

@@ -185,7 +185,7 @@ def near_object(points: torch.Tensor, obj: torch.Tensor, tolerance: int, chunk: 
     where = points[:, 0].nonzero()  # (M, 3): sample, row, column
     dy = torch.arange(-reach, reach + 1, device=obj.device)
     hits = torch.zeros(n, dtype=torch.long, device=obj.device)
-    for part in where.split(max(1, chunk // len(dy))):
+    for part in where.split(max(1, chunk // len(dy))):  # type: ignore[no-untyped-call]  # torch's Tensor.split has no annotations
         sample, row, col = part.unbind(1)
         rows = row[:, None] + dy[None]  # (m, 2 reach + 1)
         inside = (rows >= 0) & (rows < h)

@@ -63,7 +63,7 @@ from bench.types import Direction, ImageShape, LoadedModel, Passes
 def install_trapz_shim() -> None:
     """Quantus 0.6 integrates curves with ``np.trapz``, removed in numpy 2.4: alias it to ``np.trapezoid``."""
     if not hasattr(np, "trapz"):
-        np.trapz = np.trapezoid
+        setattr(np, "trapz", np.trapezoid)  # noqa: B010  # numpy>=2.4's stubs no longer declare np.trapz
 
 
 install_trapz_shim()
@@ -123,7 +123,7 @@ def default_direction(name: str, init: dict[str, Any]) -> Direction | None:
     return DIRECTIONS.get(name)
 
 
-def quantus_classes() -> dict[str, type[QuantusMetric]]:
+def quantus_classes() -> dict[str, type[QuantusMetric[Any]]]:
     """Every metric class that the installed Quantus exports, by name."""
     return {
         name: obj
@@ -177,7 +177,7 @@ class QuantusPassThrough(Metric):
 
     Params = QuantusParams
     quantus_name: ClassVar[str] = ""
-    quantus_class: ClassVar[type[QuantusMetric]]
+    quantus_class: ClassVar[type[QuantusMetric[Any]]]
 
     def __init__(self, params: QuantusParams | None = None):
         super().__init__(params)
@@ -200,7 +200,7 @@ class QuantusPassThrough(Metric):
         """Unknown: Quantus does its own passes (the estimate counts none)."""
         return Passes(0, 0)
 
-    def _metric(self) -> QuantusMetric:
+    def _metric(self) -> QuantusMetric[Any]:
         accepted = _keywords(self.quantus_class.__init__)
         init = {k: v for k, v in INIT_DEFAULTS.items() if k in accepted}
         init.update(COMPAT_INIT.get(self.quantus_name, {}))
@@ -214,7 +214,7 @@ class QuantusPassThrough(Metric):
         n = len(inp.batch)
         arrays = (
             inp.batch.x.detach().cpu().numpy(),
-            inp.batch.target.detach().cpu().numpy(),
+            inp.target.detach().cpu().numpy(),
             inp.attributions.detach().cpu().numpy(),
             object_masks(inp) if "mask" in self.needs else None,
         )
@@ -228,7 +228,9 @@ class QuantusPassThrough(Metric):
             scores.curves[""] = padded_curves(curves)
         return scores
 
-    def _score_sample(self, inp: MetricInput, arrays: tuple, i: int) -> tuple[float, np.ndarray | None, str | None]:
+    def _score_sample(
+        self, inp: MetricInput, arrays: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None], i: int
+    ) -> tuple[float, np.ndarray | None, str | None]:
         """(value, curve, NaN reason) of sample ``i``: Quantus called on it alone, its RNGs seeded from the
         sample's seed. Attributions that Quantus refuses to score (all zero, constant, all negative: its
         ``assert_attributions``) give NaN with Quantus' reason rather than an error for the whole batch."""

@@ -32,6 +32,7 @@ from bench.types import LoadedModel
 
 OutputKind = Literal["probability", "logit"]
 NON_FINITE = "the model returned a non-finite score"
+Model = Callable[[torch.Tensor], torch.Tensor]  # images -> logits: a LoadedModel, or any function (bench.functional)
 
 
 # ----------------------------------------------------------------------------- shared parameters
@@ -124,14 +125,14 @@ def step_counts(num_pixels: int, steps: int, device: torch.device) -> torch.Tens
     return torch.round(torch.arange(steps + 1, device=device, dtype=torch.float64) * num_pixels / steps).long()
 
 
-def target_scores(model: LoadedModel, images: torch.Tensor, target: torch.Tensor, output: str) -> torch.Tensor:
+def target_scores(model: Model, images: torch.Tensor, target: torch.Tensor, output: str) -> torch.Tensor:
     """The model's probability (or logit) of ``target`` for each image: (B,) float32."""
     return target_outputs(model(images).float(), target, output)
 
 
 @torch.no_grad()
 def chunked_scores(
-    model: LoadedModel,
+    model: Model,
     n_rows: int,
     build: Callable[[slice], tuple[torch.Tensor, torch.Tensor]],
     *,
@@ -150,7 +151,7 @@ def chunked_scores(
 
 
 def replaced_scores(
-    model: LoadedModel,
+    model: Model,
     source: torch.Tensor,
     replacement: torch.Tensor,
     target: torch.Tensor,
@@ -176,7 +177,7 @@ def replaced_scores(
 
 
 def ranked_removal_scores(
-    model: LoadedModel,
+    model: Model,
     x: torch.Tensor,
     baseline: torch.Tensor,
     ranks: torch.Tensor,
@@ -208,7 +209,7 @@ def ranked_removal_scores(
 
 
 def ranked_removal_curves(
-    model: LoadedModel,
+    model: Model,
     x: torch.Tensor,
     baseline: torch.Tensor,
     ranks: torch.Tensor,
@@ -240,7 +241,7 @@ def ranked_removal_curves(
 
 @torch.no_grad()
 def perturbation_curves(
-    model: LoadedModel,
+    model: Model,
     x: torch.Tensor,
     baseline: torch.Tensor,
     attr: torch.Tensor,

@@ -98,7 +98,7 @@ class ROAD(Metric):
                 inp.model,
                 inp.batch.x,
                 inp.attributions,
-                inp.batch.target,
+                inp.target,
                 inp.seeds,
                 percentages=p.percentages,
                 noise_std=p.noise_std,

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -42,7 +42,12 @@ UNDEFINED: dict[str, str] = {
 }
 
 SSIM_WINDOW = 7
-HOG_SETTINGS = {"orientations": 9, "pixels_per_cell": (8, 8), "cells_per_block": (3, 3), "block_norm": "L2-Hys"}
+HOG_SETTINGS: dict[str, Any] = {
+    "orientations": 9,
+    "pixels_per_cell": (8, 8),
+    "cells_per_block": (3, 3),
+    "block_norm": "L2-Hys",
+}
 
 
 class MapFields(Params):

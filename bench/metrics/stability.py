@@ -86,7 +86,8 @@ class _Sensitivity(Metric):
 
     def passes(self, image_shape: ImageShape, explainer: Explainer | None = None) -> Passes:
         """n_samples explanations per image (``explanation_passes``)."""
-        return explanation_passes(explainer, image_shape) * self.params.n_samples
+        passes: Passes = explanation_passes(explainer, image_shape) * self.params.n_samples
+        return passes
 
     def score(self, inp: MetricInput) -> Scores:
         p = self.params
@@ -137,7 +138,8 @@ class LocalLipschitz(Metric):
 
     def passes(self, image_shape: ImageShape, explainer: Explainer | None = None) -> Passes:
         """n_samples explanations per image (``explanation_passes``)."""
-        return explanation_passes(explainer, image_shape) * self.params.n_samples
+        passes: Passes = explanation_passes(explainer, image_shape) * self.params.n_samples
+        return passes
 
     def score(self, inp: MetricInput) -> Scores:
         p = self.params
@@ -146,7 +148,7 @@ class LocalLipschitz(Metric):
             inp.model,
             inp.batch.x,
             inp.attributions,
-            inp.batch.target,
+            inp.target,
             inp.seeds,
             n_samples=p.n_samples,
             perturb_std=p.perturb_std,
@@ -186,7 +188,8 @@ class Consistency(Metric):
         whose consistency is not computed."""
         if explainer is not None and explainer.deterministic:
             return Passes(0, 0)
-        return explanation_passes(explainer, image_shape) * self.params.n_reruns
+        passes: Passes = explanation_passes(explainer, image_shape) * self.params.n_reruns
+        return passes
 
     def score(self, inp: MetricInput) -> Scores:
         explainer = reexplainer(inp)
@@ -201,7 +204,7 @@ class Consistency(Metric):
             inp.model,
             inp.batch.x,
             inp.attributions,
-            inp.batch.target,
+            inp.target,
             inp.seeds,
             n_reruns=p.n_reruns,
             k_percent=p.k_percent,

@@ -8,6 +8,7 @@ from abc import abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -50,6 +51,9 @@ class ImageClassifier(nn.Module):
     inside ``forward``, so gradients and perturbations live in image space.
     """
 
+    mean: torch.Tensor  # registered buffers (1, C, 1, 1)
+    std: torch.Tensor
+
     def __init__(self, net: nn.Module, spec: ModelSpec):
         super().__init__()
         self.net = net
@@ -63,7 +67,8 @@ class ImageClassifier(nn.Module):
             x = nn.functional.interpolate(
                 x, size=self.input_size, mode=self.interpolation, **_corners(self.interpolation)
             )
-        return self.net((x - self.mean) / self.std)
+        logits: torch.Tensor = self.net((x - self.mean) / self.std)
+        return logits
 
 
 def target_outputs(logits: torch.Tensor, target: torch.Tensor, output: str = "logit") -> torch.Tensor:
@@ -81,7 +86,7 @@ def _corners(mode: str) -> dict[str, bool]:
     return {"align_corners": False} if mode in ("bilinear", "bicubic") else {}
 
 
-def prepare(net: nn.Module, spec: ModelSpec, device: torch.device, info: dict | None = None) -> LoadedModel:
+def prepare(net: nn.Module, spec: ModelSpec, device: torch.device, info: dict[str, Any] | None = None) -> LoadedModel:
     """Wrap, move, switch to eval mode and freeze parameters (explainers need input gradients only).
 
     In-place activations are switched off: gradient hooks (captum, CAM methods, LRP) break on them;
@@ -93,7 +98,9 @@ def prepare(net: nn.Module, spec: ModelSpec, device: torch.device, info: dict | 
         unshare(net)
     for sub in net.modules():
         if getattr(sub, "inplace", False) is True:
-            sub.inplace = False
+            cast(
+                Any, sub
+            ).inplace = False  # any module with an `inplace` flag (nn.Module types attributes as Tensor | Module)
     module = ImageClassifier(net, spec).to(device).eval()
     for p in module.parameters():
         p.requires_grad_(False)

@@ -18,21 +18,23 @@ from torch import nn
 from torchvision.models.resnet import BasicBlock, Bottleneck
 
 
-class UnsharedBasicBlock(BasicBlock):
+class UnsharedBasicBlock(BasicBlock):  # type: ignore[misc]  # torchvision ships no type information
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         identity = x if self.downsample is None else self.downsample(x)
         out = self.relu_a(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
-        return self.relu_out(out + identity)
+        activation: torch.Tensor = self.relu_out(out + identity)
+        return activation
 
 
-class UnsharedBottleneck(Bottleneck):
+class UnsharedBottleneck(Bottleneck):  # type: ignore[misc]  # torchvision ships no type information
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         identity = x if self.downsample is None else self.downsample(x)
         out = self.relu_a(self.bn1(self.conv1(x)))
         out = self.relu_b(self.bn2(self.conv2(out)))
         out = self.bn3(self.conv3(out))
-        return self.relu_out(out + identity)
+        activation: torch.Tensor = self.relu_out(out + identity)
+        return activation
 
 
 def unshare(net: nn.Module) -> int:

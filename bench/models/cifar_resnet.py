@@ -8,7 +8,7 @@ and parameter names match the widely used implementation by Yerlan Idelbayev
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -50,7 +50,8 @@ class BasicBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.relu1(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
-        return self.relu2(out + self.shortcut(x))
+        activation: torch.Tensor = self.relu2(out + self.shortcut(x))
+        return activation
 
 
 class CifarResNet(nn.Module):
@@ -82,7 +83,8 @@ class CifarResNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.layer3(self.layer2(self.layer1(out)))
-        return self.linear(self.pool(out).flatten(1))
+        logits: torch.Tensor = self.linear(self.pool(out).flatten(1))
+        return logits
 
 
 class CifarResNetParams(Params):
@@ -115,7 +117,7 @@ class CifarResNetSource(ModelSource):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(p.seed)
             net = CifarResNet(p.depth, p.num_classes)
-        info: dict = {"architecture": f"cifar_resnet{p.depth}"}
+        info: dict[str, Any] = {"architecture": f"cifar_resnet{p.depth}"}
         if p.weights == "checkpoint":
             load_into(net, read_state_dict(p.checkpoint), p.checkpoint)
             info["checkpoint"] = p.checkpoint

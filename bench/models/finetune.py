@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import torch
 from filelock import FileLock
@@ -85,6 +85,12 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
 }
 
+Augmentation = Literal["crop", "flip", "color_jitter"]
+
+
+def _default_augment() -> list[Augmentation]:
+    return ["crop", "flip"]
+
 
 class TrainSpec(Params):
     """A training protocol. ``preset`` fills every field the block does not set."""
@@ -100,8 +106,8 @@ class TrainSpec(Params):
     epochs: int = Field(10, ge=1, le=1000, description="epochs")
     batch_size: int = Field(32, ge=1, le=8192, description="batch size")
     scheduler: Literal["none", "plateau", "cosine", "onecycle"] = Field("none", description="learning-rate schedule")
-    augment: list[Literal["crop", "flip", "color_jitter"]] = Field(
-        default_factory=lambda: ["crop", "flip"], description="random crop (4 px padding), h-flip, colour jitter"
+    augment: list[Augmentation] = Field(
+        default_factory=_default_augment, description="random crop (4 px padding), h-flip, colour jitter"
     )
     input_size: int | None = Field(None, ge=16, description="resize inputs inside the model (e.g. 224)")
     head: Literal["replace", "keep"] = Field("replace", description="replace the classifier for the dataset's classes")
@@ -147,23 +153,24 @@ def replace_head(net: nn.Module, num_classes: int, dropout: float = 0.0, seed: i
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         if isinstance(old, nn.Conv2d):  # SqueezeNet classifies with a 1x1 conv
-            new: nn.Module = nn.Conv2d(old.in_channels, num_classes, kernel_size=old.kernel_size)
+            # cast: torch types every conv's kernel_size as tuple[int, ...]; a Conv2d's has two entries
+            new: nn.Module = nn.Conv2d(old.in_channels, num_classes, kernel_size=cast(tuple[int, int], old.kernel_size))
         else:
             new = nn.Linear(old.in_features, num_classes)
     if dropout > 0:
         new = nn.Sequential(nn.Dropout(dropout), new)
-    if name.isdigit():
-        parent[int(name)] = new
+    if name.isdigit():  # a numbered child: its parent is a Sequential (or ModuleList)
+        cast(nn.Sequential | nn.ModuleList, parent)[int(name)] = new
     else:
         setattr(parent, name, new)
 
 
-def _last_classifier(net: nn.Module) -> tuple[nn.Module, str, nn.Module]:
+def _last_classifier(net: nn.Module) -> tuple[nn.Module, str, nn.Linear | nn.Conv2d]:
     candidates = [(n, m) for n, m in net.named_modules() if isinstance(m, nn.Linear)]
     squeeze = getattr(net, "classifier", None)
     if isinstance(squeeze, nn.Sequential) and any(isinstance(m, nn.Conv2d) for m in squeeze):
         index = max(i for i, m in enumerate(squeeze) if isinstance(m, nn.Conv2d))
-        return squeeze, str(index), squeeze[index]
+        return squeeze, str(index), cast(nn.Conv2d, squeeze[index])
     if not candidates:
         raise ConfigError("cannot find the model's classification layer", field="train.head", fix="use head: keep")
     path, module = candidates[-1]

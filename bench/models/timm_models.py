@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from pydantic import Field, field_validator
@@ -138,7 +138,7 @@ def cam_layer(net: nn.Module) -> dict[str, Any]:
         layer = f"blocks.{last}.norm1" if hasattr(blocks[last], "norm1") else f"blocks.{last}"
         grid = getattr(net.patch_embed, "grid_size", None)
         if grid is not None and hasattr(net, "num_prefix_tokens"):
-            prefix = int(net.num_prefix_tokens)
+            prefix = int(cast(Any, net).num_prefix_tokens)  # timm's ViT family (nn.Module types it Tensor | Module)
             return {
                 "target_layer": f"net.{layer}",
                 "cam_format": "tokens",
@@ -146,8 +146,9 @@ def cam_layer(net: nn.Module) -> dict[str, Any]:
                 "prefix_tokens": prefix,
             }
     if name == "MlpMixer":
-        last = len(net.blocks) - 1
-        grid = tuple(net.stem.grid_size)
+        mixer: Any = net  # timm's MlpMixer: blocks and stem.grid_size (nn.Module types attributes Tensor | Module)
+        last = len(mixer.blocks) - 1
+        grid = tuple(mixer.stem.grid_size)
         return {"target_layer": f"net.blocks.{last}.norm1", "cam_format": "tokens", "token_grid": grid}
     if name == "EfficientNet" and hasattr(net, "bn2"):
         return {"target_layer": "net.bn2"}
@@ -196,7 +197,8 @@ class TimmModel(ModelSource):
     def _num_classes(self) -> int:
         p = self.params
         if p.num_classes is not None:
-            return p.num_classes
+            count: int = p.num_classes
+            return count
         return len(p.classes) if p.classes else int(self.pretrained_cfg().get("num_classes") or 1000)
 
     def build(self) -> tuple[nn.Module, dict[str, Any]]:
@@ -220,7 +222,7 @@ class TimmModel(ModelSource):
         return net, info
 
     def load(self, ctx: ModelContext) -> LoadedModel:
-        from timm.data import resolve_data_config
+        from timm.data.config import resolve_data_config
 
         from bench.datasets.imagenet import IMAGENET_CATEGORIES
 
@@ -235,15 +237,16 @@ class TimmModel(ModelSource):
                 field="classes",
                 fix="give classes: [...] with one name per output, in output order",
             )
-        data = resolve_data_config(model=net)
+        data = resolve_data_config(model=net)  # type: ignore[no-untyped-call]  # timm leaves it unannotated
         interpolation = data.get("interpolation", "bilinear")
         spec = ModelSpec(
             num_classes=n,
             class_names=tuple(names),
             label_space="imagenet1k" if imagenet else "",
-            input_size=tuple(int(s) for s in data["input_size"][1:]),
-            mean=tuple(float(m) for m in data["mean"]),
-            std=tuple(float(s) for s in data["std"]),
+            # casts: timm's data config is an untyped dict; its input_size is (C, H, W), mean and std per channel
+            input_size=cast(tuple[int, int], tuple(int(s) for s in data["input_size"][1:])),
+            mean=cast(tuple[float, float, float], tuple(float(m) for m in data["mean"])),
+            std=cast(tuple[float, float, float], tuple(float(s) for s in data["std"])),
             interpolation=interpolation if interpolation in INTERPOLATIONS else "bilinear",
             **({"target_layer": f"net.{p.layer}"} if p.layer else cam_layer(net)),
         )

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -67,7 +67,7 @@ class TrainData:
         return self._read(idx.tolist())
 
 
-def augment(x: torch.Tensor, kinds: list[str], gen: torch.Generator) -> torch.Tensor:
+def augment(x: torch.Tensor, kinds: Sequence[str], gen: torch.Generator) -> torch.Tensor:
     """Per-sample random flips, 4-pixel-padded crops and colour jitter, drawn from ``gen``."""
     n = len(x)
     if "flip" in kinds:
@@ -242,7 +242,7 @@ def _train_epoch(
         xb = augment(xb, spec.augment, gen)
         loss = F.cross_entropy(model(xb.to(device)), yb.to(device))
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        loss.backward()  # type: ignore[no-untyped-call]  # torch's Tensor.backward has no annotations
         opt.step()
         if spec.scheduler in ("onecycle", "cosine"):
             sched.step()

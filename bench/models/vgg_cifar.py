@@ -7,6 +7,8 @@ classifier 4096-1024-1024-10 with dropout 0.5. Trained on first use with the
 
 from __future__ import annotations
 
+from typing import cast
+
 from pydantic import Field
 from torch import nn
 
@@ -63,7 +65,8 @@ class VGG13Cifar(TrainedFromScratch):
         data = self.training_data(ctx)
         names = data.classes
         net = self.initialised(lambda: build_vgg13_cifar(len(names), p.batch_norm))
-        last_relu = max(i for i, m in enumerate(net[0]) if isinstance(m, nn.ReLU))
+        features = cast(nn.Sequential, net.get_submodule("0"))  # build_vgg13_cifar: Sequential(features, classifier)
+        last_relu = max(i for i, m in enumerate(features) if isinstance(m, nn.ReLU))
         spec = ModelSpec(  # its classifier takes 4x4 maps: other image sizes are resized to 32x32 inside
             num_classes=len(names),
             class_names=names,

@@ -15,7 +15,7 @@ from __future__ import annotations
 import socket
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from pydantic import Field, field_validator
@@ -143,7 +143,8 @@ def load_imagenet_state(arch: str, weights: Any) -> dict[str, torch.Tensor]:
     if not _network_reachable():
         raise _missing_weights(weights, arch)
     try:
-        return weights.get_state_dict(progress=False, weights_only=True)
+        state: dict[str, torch.Tensor] = weights.get_state_dict(progress=False, weights_only=True)
+        return state
     except Exception as exc:
         raise _missing_weights(weights, arch) from exc
 
@@ -168,7 +169,8 @@ def cam_layer(arch: str, net: nn.Module) -> dict[str, Any]:
     if arch.startswith(("resnet", "resnext", "wide_resnet")):
         return {"target_layer": "net.layer4"}
     if arch.startswith(("vgg", "alexnet")):
-        return {"target_layer": f"net.features.{_last_conv_activation(net.features)}"}
+        features = cast(nn.Sequential, net.features)  # torchvision's VGG and AlexNet (torchvision ships no types)
+        return {"target_layer": f"net.features.{_last_conv_activation(features)}"}
     if arch.startswith(("squeezenet", "densenet", "efficientnet", "mobilenet", "convnext")):
         return {"target_layer": "net.features"}
     if arch.startswith("mnasnet"):
@@ -184,8 +186,9 @@ def cam_layer(arch: str, net: nn.Module) -> dict[str, Any]:
     if arch.startswith("swin"):
         return {"target_layer": "net.features", "cam_format": "nhwc"}
     if arch.startswith("vit"):
-        last = len(net.encoder.layers) - 1
-        grid = net.image_size // net.patch_size
+        vit: Any = net  # torchvision's VisionTransformer (torchvision ships no types)
+        last = len(vit.encoder.layers) - 1
+        grid = vit.image_size // vit.patch_size
         return {
             "target_layer": f"net.encoder.layers.encoder_layer_{last}.ln_1",
             "cam_format": "tokens",
@@ -225,7 +228,8 @@ class TorchvisionModel(ModelSource):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(p.seed)
             kwargs = {"aux_logits": False, "init_weights": False} if p.arch in ("googlenet", "inception_v3") else {}
-            return get_model(p.arch, weights=None, num_classes=num_classes, **kwargs)
+            net: nn.Module = get_model(p.arch, weights=None, num_classes=num_classes, **kwargs)
+            return net
 
     def base_network(self) -> tuple[nn.Module, Any, dict[str, Any]]:
         """ImageNet (or random) network before any fine-tuning: (net, weights entry or None, info)."""
