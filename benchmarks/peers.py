@@ -16,7 +16,7 @@ backward to the input; its backward stops at the layer, so it can beat 1.0.
 
     python benchmarks/peers.py [--quick] [--json FILE] [--results benchmarks/RESULTS.md] [--only NAME]
 
-``--quick`` (under 5 minutes on 2 cores) uses small batches and fewer methods;
+``--quick`` (about 6 minutes on 2 cores) uses small batches and fewer methods;
 ``--json`` writes one record per comparison (``name``, ``xbench_s``, ``peer``,
 ``peer_s``, ``limit_s``, ``ratio`` = xbench / peer, and more); ``--results``
 rewrites the peers section of RESULTS.md from this run.
@@ -218,13 +218,18 @@ def _r(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}"
 
 
+def _sharing(load: float, threads: int) -> str:
+    """Whether the load average says other work shared the machine (the benchmark itself accounts for its threads)."""
+    return "other work shared the machine" if load > threads + 0.5 else "no other job ran"
+
+
 def markdown(records: list[Record], meta: dict[str, Any], command: str) -> str:
     """The RESULTS.md section: the conditions, then one table row per comparison."""
     loads = [v for r in records for v in r.load]
     head = (
         f"`{command}` on {meta['date']}: {meta['cpu']}, {meta['cores']} cores, {meta['threads']} torch thread(s), "
         f"allocator {meta['allocator']}, Python {meta['python']}, torch {meta['torch']}, CPU only; 1-minute load "
-        f"average {min(loads):.1f} to {max(loads):.1f} during the run (other work shared the machine). "
+        f"average {min(loads):.1f} to {max(loads):.1f} during the run ({_sharing(max(loads), meta['threads'])}). "
         f"Seconds per image, medians of {meta['repeats']} interleaved repetitions after a warm-up; ratio = xbench / "
         "peer (below 1: xbench is faster); limit = the model passes xbench made, at the best batch size, "
         "timed in the same repetitions."
@@ -257,7 +262,7 @@ def update_results(path: Path, section: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="small batches, fewer methods: under 5 minutes")
+    parser.add_argument("--quick", action="store_true", help="small batches, fewer methods: about 6 minutes on 2 cores")
     parser.add_argument("--repeats", type=int, default=5, help="timed repetitions per side (median; at least 5)")
     parser.add_argument("--threads", default="auto", help="torch threads: a number or auto (as xbench run)")
     parser.add_argument("--allocator", choices=["tuned", "default"], default="tuned", help="as xbench run")

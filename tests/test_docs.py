@@ -62,3 +62,21 @@ def test_relative_links_in_docs_point_to_files() -> None:
     for page in [ROOT / "README.md", ROOT / "CONTRIBUTING.md", *sorted((ROOT / "docs").rglob("*.md"))]:
         for target in re.findall(r"\]\(([^)#:]+)\)", page.read_text()):
             assert (page.parent / target).exists(), f"{page.relative_to(ROOT)} links to missing {target}"
+
+
+def test_readme_leaderboard_is_the_kept_quickstart_run() -> None:
+    """The README's quickstart excerpt shows the means of reports/quickstart (the kept run), to 3 decimals."""
+    import pandas as pd
+
+    text = (ROOT / "README.md").read_text()
+    block = text.split("### synthetic / small_cnn", 1)[1].split("```", 1)[0]
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in block.splitlines() if line.startswith("| ")]
+    header, body = rows[0], rows[1:]
+    metrics = [h.split()[0] for h in header[3:]]
+    kept = pd.read_parquet(ROOT / "reports" / "quickstart" / "results.parquet")
+    means = kept[kept["status"] == "ok"].groupby(["explainer", "metric"])["value"].mean()
+    assert len(body) == 4
+    for row in body:
+        explainer = row[0].split()[0]
+        for metric, cell in zip(metrics, row[3:], strict=True):
+            assert float(cell.split()[0]) == pytest.approx(means[(explainer, metric)], abs=6e-4), (explainer, metric)
