@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import torch
 from torch import nn
 
@@ -25,6 +26,7 @@ def test_timing_is_positive_per_image_and_cached(tmp_path: Path, monkeypatch) ->
     assert cached(key) == timing and json.loads((tmp_path / "calibration.json").read_text())[key]["batch"] == 8
 
 
+@pytest.mark.slow
 def test_validate_times_cached_models_and_says_which_cells_dominate(tmp_path: Path, capsys, monkeypatch) -> None:
     path = write_suite(tmp_path, tiny_suite(output=str(tmp_path / "run")))
     assert main(["train", str(path)]) == 0  # the model is trained (cached), so validate can time it

@@ -87,6 +87,7 @@ def test_out_of_memory_halves_the_batch_with_the_same_maps(memory_cap) -> None:
     torch.testing.assert_close(maps, reference, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("device", "precision"),
     [pytest.param("cuda", "bf16", marks=[pytest.mark.cuda, NO_CUDA]),

@@ -130,6 +130,7 @@ def _watch_writes(run_dir: Path) -> Iterator[list[tuple[Path, list[str]]]]:
         bench.atomic.atomic_path = original
 
 
+@pytest.mark.slow
 def test_every_write_into_a_run_directory_goes_through_the_store(tmp_path: Path, model_cache: Path) -> None:
     out = tmp_path / "run"
     path = write_suite(tmp_path, tiny_suite(output=str(out)))

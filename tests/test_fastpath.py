@@ -142,6 +142,7 @@ print(json.dumps({"threads": torch.get_num_threads(), "allocator": applied.alloc
 """
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="mallopt is glibc's")
 def test_tuned_allocator_stops_the_page_faults() -> None:
     """With glibc's defaults every large output is a fresh mapping faulted in page by page; tuned, the

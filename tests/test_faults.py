@@ -104,6 +104,7 @@ def _kill_and_recover(tmp_path: Path, baseline: pd.DataFrame, points: list[tuple
         _assert_recovered(out, baseline)
 
 
+@pytest.mark.slow
 def test_sigkill_at_seeded_write_points_loses_nothing(tmp_path: Path, baseline) -> None:
     _kill_and_recover(tmp_path, baseline[0], _kill_points(baseline[1], QUICK_KILLS, seed=1))
 
@@ -113,6 +114,7 @@ def test_sigkill_at_many_write_points_loses_nothing(tmp_path: Path, baseline) ->
     _kill_and_recover(tmp_path, baseline[0], _kill_points(baseline[1], SLOW_KILLS, seed=2))
 
 
+@pytest.mark.slow
 def test_two_kills_in_a_row_then_a_rerun(tmp_path: Path, baseline) -> None:
     path = write_suite(tmp_path, _suite(tmp_path / "run"))
     for stage, n in (("kill-after", 9), ("kill-before", 6)):  # the second run starts from the first's leftovers
@@ -128,6 +130,7 @@ def _wait_for(predicate, proc: subprocess.Popen, timeout: float = 120) -> None:
     assert proc.poll() is None, "the run ended before the fault could be injected"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_sigterm_and_sigint_stop_cleanly_and_resume(
     tmp_path: Path, baseline, signum: int, code: int, monkeypatch: pytest.MonkeyPatch
@@ -182,6 +185,7 @@ def test_cell_file_with_flipped_bytes_fails_its_digest(tmp_path: Path, baseline,
     _assert_recovered(out, baseline[0])
 
 
+@pytest.mark.slow
 def test_corrupt_part_is_recomputed(tmp_path: Path, baseline) -> None:
     out = tmp_path / "run"
     path = write_suite(tmp_path, _suite(out))
@@ -214,6 +218,7 @@ def test_corrupt_manifest_is_quarantined_and_rebuilt(tmp_path: Path, baseline, c
     _assert_recovered(out, baseline[0])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("fault", "message"), [("enospc", "No space left on device"), ("erofs", "Read-only file system")]
 )
@@ -246,6 +251,7 @@ def _stderr_line(proc: subprocess.Popen, needle: str, timeout: float = 120) -> s
     raise AssertionError(f"the process never said {needle!r}")
 
 
+@pytest.mark.slow
 def test_a_second_run_on_a_locked_directory_exits_2_or_waits(tmp_path: Path, baseline, capsys) -> None:
     """While this test holds the directory's lock, a run exits 2 naming the holder, and a run with --wait
     waits, then takes the lock over when it is released and completes."""

@@ -62,6 +62,7 @@ def test_freeze_backbone_leaves_only_the_head_trainable() -> None:
         freeze(net, ["layer9"])
 
 
+@pytest.mark.slow
 def test_tiny_fine_tuning_is_cached_and_reused(tmp_path: Path) -> None:
     logs: list[str] = []
     model = _source().load(_ctx(tmp_path, logs.append))
@@ -80,6 +81,7 @@ def test_tiny_fine_tuning_is_cached_and_reused(tmp_path: Path) -> None:
     assert other.info["finetuned"]["cache_dir"] != info["cache_dir"]
 
 
+@pytest.mark.slow
 def test_training_resumes_after_a_crash_with_the_same_result(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     spec = {"epochs": 2, "scheduler": "cosine", "dropout": 0.3}
     straight = _source(**spec).load(_ctx(tmp_path / "straight"))

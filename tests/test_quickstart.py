@@ -11,6 +11,8 @@ import pytest
 from bench.cli import main
 from tests.conftest import ROOT
 
+pytestmark = pytest.mark.slow  # one quickstart run (training included) for the module: about 80 s
+
 
 @pytest.fixture(scope="module")
 def quickstart(tmp_path_factory: pytest.TempPathFactory) -> Path:

@@ -38,6 +38,7 @@ def _quality_suite(tmp_path: Path, datasets: list, models: list, samples) -> Pat
     return write_suite(tmp_path, suite)
 
 
+@pytest.mark.slow
 def test_cifar_resnets_are_perfect_on_lossless_train_pngs_and_report_jpeg_accuracy(tmp_path: Path) -> None:
     folder = SHARED_DATA / "cifar10-train200-png"
     params = {"root": str(folder / "train"), "labels_csv": str(folder / "trainLabels.csv"), "classes": CIFAR_CLASSES}
@@ -57,6 +58,7 @@ def test_cifar_resnets_are_perfect_on_lossless_train_pngs_and_report_jpeg_accura
         assert 0.70 < jpeg["macro_f1"] < 0.95
 
 
+@pytest.mark.slow
 def test_efficientnet_lite0_on_single_class_voc_images(tmp_path: Path) -> None:
     voc = {"name": "voc2012", "params": {"root": str(SHARED_DATA / "voc2012-train333"), "split": "train",
                                           "single_class_only": True}}  # fmt: skip
@@ -72,6 +74,7 @@ def test_efficientnet_lite0_on_single_class_voc_images(tmp_path: Path) -> None:
     assert person["message"].str.contains("no counterpart in imagenet1k").all()
 
 
+@pytest.mark.slow
 def test_the_real_data_suite_runs_end_to_end(tmp_path: Path) -> None:
     suite = yaml.safe_load((ROOT / "suites" / "cifar-voc-cpu.yaml").read_text())
     for ds in suite["datasets"]:

@@ -104,6 +104,7 @@ def _spawn(path: Path, env: dict[str, str]) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, env=env, stderr=subprocess.DEVNULL)
 
 
+@pytest.mark.slow
 def test_random_sigkills_lose_nothing(tmp_path: Path, calls: Path) -> None:
     """Kill the run at random points several times (also inside cells); the final table equals an
     uninterrupted run's, with no duplicate and no missing row, and finished batches are not redone."""
@@ -201,6 +202,7 @@ def ray_env():
         ray.shutdown()
 
 
+@pytest.mark.slow
 def test_ray_executor_matches_local_and_survives_a_dying_worker(tmp_path: Path, ray_env, monkeypatch) -> None:
     monkeypatch.setenv("XBENCH_TEST_DIE_MARKER", str(tmp_path / "died"))
     suite = tiny_suite(explainers=["saliency", "gradcam", "test_dies_once"], metrics=METRICS)

@@ -346,6 +346,7 @@ def test_report_leads_with_the_answer_and_is_self_contained(runs: Path, tmp_path
     }
 
 
+@pytest.mark.slow
 def test_a_suite_folder_with_one_run_reports_that_run_with_every_view(tmp_path: Path, runs: Path, capsys) -> None:
     only = tmp_path / "suite=tiny"
     shutil.copytree(runs / "suite=tiny" / "run=a", only / "run=a")
@@ -359,6 +360,7 @@ def test_a_suite_folder_with_one_run_reports_that_run_with_every_view(tmp_path: 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (apt-get install chromium)")
 def test_report_renders_in_headless_chromium_without_errors(runs: Path, tmp_path: Path) -> None:
     from bench.screenshot import check_page

@@ -150,6 +150,7 @@ def test_same_seed_gives_identical_results(tiny_run: Path, tmp_path: Path) -> No
     )
 
 
+@pytest.mark.slow
 def test_batch_invariance_one_batch_of_16_equals_four_of_4(tiny_run: Path, tmp_path: Path) -> None:
     one = write_suite(tmp_path, tiny_suite(batch_size=16, output=str(tmp_path / "b16")), "b16.yaml")
     four = write_suite(tmp_path, tiny_suite(batch_size=4, output=str(tmp_path / "b4")), "b4.yaml")
@@ -191,6 +192,7 @@ def test_bad_layer_fails_its_cell_at_once(tmp_path: Path) -> None:
     assert (df[df["explainer"] == "random"]["status"] != "error").all()
 
 
+@pytest.mark.slow
 def test_resume_after_kill(tmp_path: Path, model_cache: Path) -> None:
     """SIGKILL mid-run, rerun: every cell present exactly once, same values as an uninterrupted run."""
     explainers = [{"name": "test_slow", "id": f"slow{i}"} for i in range(4)]

@@ -17,6 +17,7 @@ SMALL_VIT = {"layers": 1, "heads": 2, "hidden_dim": 32, "mlp_dim": 64, "patch_si
                        "augment": [], "head": "keep", "eval_samples": 100}}  # fmt: skip
 
 
+@pytest.mark.slow
 def test_vit_tiny_trains_once_and_every_vit_explainer_runs(tmp_path: Path) -> None:
     suite = tiny_suite(
         models=[{"name": "vit_tiny", "params": SMALL_VIT}],
