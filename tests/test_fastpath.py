@@ -75,6 +75,7 @@ def test_light_commands_never_import_torchvision(command: list[str], reference_r
         assert not result["torch"]  # comparing results is pandas work
 
 
+@pytest.mark.slow
 def test_run_imports_torchvision_only_for_components_that_need_it(tmp_path: Path) -> None:
     """The tiny suite (synthetic data, small CNN, captum and CAM explainers) needs no torchvision."""
     suite = write_suite(tmp_path, tiny_suite(output=str(tmp_path / "run"), explainers=["saliency", "gradcam"]))

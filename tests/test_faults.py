@@ -268,6 +268,7 @@ def test_a_second_run_on_a_locked_directory_exits_2_or_waits(tmp_path: Path, bas
     _assert_recovered(out, baseline[0])
 
 
+@pytest.mark.slow
 def test_a_lock_left_by_a_killed_run_is_taken_over(tmp_path: Path, baseline) -> None:
     out = tmp_path / "run"
     path = write_suite(tmp_path, _suite(out))

@@ -36,6 +36,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder / "runs" / "suite=tiny"
 
 
+@pytest.mark.slow
 def test_history_marks_the_broken_run_and_its_repair(runs: Path, tmp_path: Path, capsys) -> None:
     assert main(["history", str(runs), "--output", str(tmp_path / "h")]) == 0  # the latest run is fine again
     table = pd.read_parquet(tmp_path / "h" / "history.parquet")
@@ -48,6 +49,7 @@ def test_history_marks_the_broken_run_and_its_repair(runs: Path, tmp_path: Path,
     assert (tmp_path / "h" / "history.png").read_bytes().startswith(b"\x89PNG")
 
 
+@pytest.mark.slow
 def test_history_exits_1_when_the_latest_run_regressed(runs: Path, tmp_path: Path, capsys) -> None:
     upto = [str(runs / f"run={r}") for r in RUNS[:3]]
     assert main(["history", *upto, "--output", str(tmp_path / "h")]) == 1
@@ -57,6 +59,7 @@ def test_history_exits_1_when_the_latest_run_regressed(runs: Path, tmp_path: Pat
     assert main(["history", str(runs), "--baseline", upto[2], "--output", str(tmp_path / "h3")]) == 0
 
 
+@pytest.mark.slow
 def test_folder_of_several_runs_is_refused_by_single_run_commands(runs: Path, capsys) -> None:
     assert main(["report", str(runs)]) == 2
     err = capsys.readouterr().err
