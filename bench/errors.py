@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+# exit codes of the command line (see bench.cli)
+EXIT_OK, EXIT_CELL_ERRORS, EXIT_BAD_INPUT, EXIT_INTERNAL = 0, 1, 2, 3
+
 
 class XbenchError(Exception):
     """A problem with the user's input or environment that the user can fix.

@@ -148,3 +148,21 @@ def test_worker_side_modules_do_not_mention_run_dirs(module: str) -> None:
     """The old design passed run_dir to workers; none of the worker-side code should know one."""
     source = (ROOT / (module.replace(".", "/") + ".py")).read_text()
     assert "run_dir" not in source and "RunStore" not in source
+
+
+def test_modules_and_functions_stay_small() -> None:
+    """No module of bench/ over 450 lines and no function over 65: one job each, readable in one screen
+    (issue 15; split a module or function that grows past them)."""
+    import ast
+
+    too_long = []
+    for path in sorted((ROOT / "bench").rglob("*.py")):
+        text = path.read_text()
+        if len(text.splitlines()) > 450:
+            too_long.append(f"{path.relative_to(ROOT)}: {len(text.splitlines())} lines")
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                length = (node.end_lineno or node.lineno) - node.lineno + 1
+                if length > 65:
+                    too_long.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name}: {length} lines")
+    assert not too_long, "\n".join(too_long)
