@@ -183,6 +183,8 @@ def _verdicts(report: Report, view: RunView) -> None:
             ]
         )
         rows = view.board.frame
+        if rows.empty:  # no ranked metric (a suite of costs only): nothing to draw
+            continue
         rows = rows[
             (rows["view"] == "explainers")
             & rows["ranked"]

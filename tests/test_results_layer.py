@@ -413,3 +413,13 @@ def test_compare_cli_judges_an_explainer_params_change_and_names_a_target_rule_c
     compared = {(d["explainer"], d["metric"]) for d in report["diffs"]}
     assert ("gradcam", "iou") in compared and ("gradcam", "deletion") in compared
     assert main(["compare", str(tmp_path / "old"), str(tmp_path / "new"), "--allow-missing"]) in (0, 1)
+
+
+def test_a_suite_of_costs_only_still_reports(tmp_path: Path) -> None:
+    """The compute-cost study scores runtime only: no ranked metric, so no forest chart, but a report."""
+    out = tmp_path / "run"
+    suite = tiny_suite(explainers=["gradcam", "saliency"], metrics=["runtime"], output=str(out))
+    assert main(["run", str(write_suite(tmp_path, suite)), "--no-progress"]) == 0
+    assert main(["report", str(out), "--output", str(tmp_path / "report")]) == 0
+    html = (tmp_path / "report" / "report.html").read_text()
+    assert "which explainer" in html and "forest__" not in html
