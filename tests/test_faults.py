@@ -240,15 +240,18 @@ def _stderr_line(proc: subprocess.Popen, needle: str, timeout: float = 120) -> s
     """Read the process's stderr line by line until one contains ``needle``."""
     deadline = time.time() + timeout
     assert proc.stderr is not None
+    seen: list[str] = []
     while time.time() < deadline:
         ready, _, _ = select.select([proc.stderr], [], [], 1.0)
         if ready:
             line = proc.stderr.readline()
             if needle in line:
                 return line
+            seen.append(line)
             if not line and proc.poll() is not None:
                 break
-    raise AssertionError(f"the process never said {needle!r}")
+    said = "".join(seen[-20:])
+    raise AssertionError(f"the process never said {needle!r} (exit code {proc.poll()}); it said:\n{said}")
 
 
 @pytest.mark.slow
@@ -263,7 +266,7 @@ def test_a_second_run_on_a_locked_directory_exits_2_or_waits(tmp_path: Path, bas
         err = capsys.readouterr().err
         assert f"process {os.getpid()}" in err and "--wait" in err
         waiter = _spawn(path, "--wait")
-        _stderr_line(waiter, "waiting for process")
+        _stderr_line(waiter, "waiting for ", timeout=300)  # (a loaded CI machine imports torch slowly)
     assert waiter.wait(timeout=300) == 0
     _assert_recovered(out, baseline[0])
 
