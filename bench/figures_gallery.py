@@ -22,6 +22,9 @@ from bench.figures import png
 Values = dict[tuple[str, str], str]  # (explainer, sample id) -> caption of that image's scores
 
 
+MAX_PANELS = 60  # panels of a comparative gallery; more explainers mean fewer image rows
+
+
 def _picture(row: pd.Series) -> np.ndarray:
     return np.asarray(row["image"], dtype=np.uint8).reshape(int(row["height"]), int(row["width"]), 3)
 
@@ -59,11 +62,12 @@ def comparative(
     title: str,
     rows: int = 6,
 ) -> bytes | None:
-    """The first ``rows`` gallery images across ``explainers`` (see the module docstring)."""
+    """The first ``rows`` gallery images across ``explainers`` (see the module docstring). With many
+    explainers (a layer sweep: 20 columns) fewer rows, at most about 60 panels, so the report stays small."""
     shown = [e for e in explainers if maps.get(e)]
     if images.empty or not shown:
         return None
-    images = images.head(rows)
+    images = images.head(max(2, min(rows, MAX_PANELS // (1 + len(shown)))))
     fig, axes = plt.subplots(
         len(images),
         1 + len(shown),
@@ -119,4 +123,4 @@ def picks(
             if c == 0:
                 ax.set_ylabel(str(explainer), fontsize=9)
     fig.suptitle(title, fontsize=11)
-    return png(fig, dpi=72, fmt="jpeg")
+    return png(fig, dpi=72 if len(rows) <= 10 else 54, fmt="jpeg")  # a sweep's 20 rows at a smaller scale
