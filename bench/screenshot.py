@@ -11,6 +11,7 @@ import shutil
 from pathlib import Path
 
 from bench.errors import ConfigError
+from bench.png import paletted
 
 # Chromium flags for a sandbox without a network or a screen (as the machine notes recommend)
 FLAGS = [
@@ -53,20 +54,7 @@ def check_page(page_path: Path, screenshot: Path | None = None, width: int = 128
             problems += [f"broken image: {alt[:80]}" for alt in page.evaluate(BROKEN_IMAGES)]
             if screenshot is not None:
                 Path(screenshot).parent.mkdir(parents=True, exist_ok=True)
-                Path(screenshot).write_bytes(_paletted(page.screenshot(full_page=False)))
+                Path(screenshot).write_bytes(paletted(page.screenshot(full_page=False)))
         finally:
             browser.close()
     return problems
-
-
-def _paletted(png: bytes) -> bytes:
-    """A screenshot as a 256-colour PNG: text and flat charts look the same at about a third of the bytes."""
-    import io
-
-    from PIL import Image
-
-    with Image.open(io.BytesIO(png)) as image:
-        paletted = image.convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
-    out = io.BytesIO()
-    paletted.save(out, format="png", optimize=True)
-    return out.getvalue()

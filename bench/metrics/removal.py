@@ -143,7 +143,7 @@ def chunked_scores(
     """Target scores of ``n_rows`` images that ``build(rows) -> (images, targets)`` makes a chunk
     of at most ``forward_batch`` at a time (so memory is bounded): (n_rows,) float32."""
     out = torch.empty(n_rows, device=device, dtype=torch.float32)
-    for start in range(0, n_rows, max(1, forward_batch)):
+    for start in range(0, n_rows, forward_batch):
         rows = slice(start, min(start + forward_batch, n_rows))
         images, targets = build(rows)
         out[rows] = target_scores(model, images, targets, output)
